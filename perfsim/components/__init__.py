@@ -1,0 +1,1 @@
+"""Kernel parts as simulation elements: links, veth, bridge, netfilter, VXLAN, namespaces."""

@@ -1,0 +1,125 @@
+"""CPU cores and per-stage costs.
+
+Model
+-----
+Each core is a non-preemptive FIFO server (``busy_until_s``).  Every stage a packet crosses
+charges ``per_packet_s × units + per_byte_s × bytes`` seconds to the core currently doing the
+work (``pkt.core``): the sender's core on transmit, the softirq core chosen by RSS on receive.
+``units`` is 1 for a stage that handles a GSO/GRO super-segment as one skb and ``pkt.segs``
+for a stage that touches every wire frame (NIC driver, GRO, software segmentation).  The work
+accumulates on the packet (``pkt.work_s``) and is served by :meth:`perfsim.core.sim.Sim.after_work`
+when the packet leaves the core — so a run-to-completion softirq path costs one event, not one
+per stage.
+
+Assumption: table operations (FDB, conntrack) happen when the packet reaches the core, not
+when the core gets to it; under a queue of a few hundred µs this shifts them by that much.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from perfsim.core.packet import FlowKey, Packet
+
+if TYPE_CHECKING:
+    from perfsim.core.profile import StageCost
+
+
+class Core:
+    """One CPU core of a host. ``busy_s`` is the total work it has been given."""
+
+    __slots__ = ("name", "index", "busy_until_s", "busy_s", "backlog", "backlog_limit")
+
+    def __init__(self, name: str, index: int, backlog_limit: int = 1000) -> None:
+        self.name = name
+        self.index = index
+        self.busy_until_s = 0.0
+        self.busy_s = 0.0
+        self.backlog: deque[float] = deque()
+        self.backlog_limit = backlog_limit
+        """``net.core.netdev_max_backlog``: packets a core's receive queue may hold."""
+
+    def admit(self, now: float, finish_s: float) -> bool:
+        """Receive-queue admission (per-CPU backlog): False when it is full (drop)."""
+        q = self.backlog
+        while q and q[0] <= now:
+            q.popleft()
+        if len(q) >= self.backlog_limit:
+            return False
+        q.append(finish_s)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Core({self.name})"
+
+
+def flow_hash(flow: FlowKey) -> int:
+    """A deterministic 32-bit hash of a 5-tuple (stands in for the NIC's Toeplitz hash)."""
+    h = (flow.src_ip * 0x9E3779B1) ^ (flow.dst_ip * 0x85EBCA77) ^ (flow.sport << 16 | flow.dport)
+    h ^= flow.proto * 0xC2B2AE3D
+    h ^= h >> 15
+    h = (h * 0x2C1B3C6D) & 0xFFFFFFFF
+    return h ^ (h >> 12)
+
+
+class CpuPool:
+    """The cores of one host, with receive-side scaling (RSS) and optional RPS."""
+
+    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000) -> None:
+        from perfsim.errors import check_number
+
+        check_number("cores", n_cores, low=1, high=4096, integer=True)
+        self.host = host
+        self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit) for i in range(n_cores)]
+
+    def __len__(self) -> int:
+        return len(self.cores)
+
+    def rss(self, flow: FlowKey) -> Core:
+        """The core a NIC's RSS (or RPS) steers this flow to."""
+        return self.cores[flow_hash(flow) % len(self.cores)]
+
+    def utilisation(self, elapsed_s: float) -> list[float]:
+        """Busy fraction of each core over ``elapsed_s`` (work given, capped by elapsed time)."""
+        if elapsed_s <= 0:
+            return [0.0 for _ in self.cores]
+        return [min(c.busy_s, elapsed_s) / elapsed_s for c in self.cores]
+
+
+class Stage:
+    """A costed step of the datapath on one host (e.g. ``bridge_forward`` on ``host1``).
+
+    ``cpu_s`` and ``packets`` accumulate what the stage charged, for the per-stage CPU frame.
+    """
+
+    __slots__ = ("name", "host", "per_packet_s", "per_byte_s", "cpu_s", "packets")
+
+    def __init__(self, name: str, host: str, cost: StageCost) -> None:
+        self.name = name
+        self.host = host
+        self.per_packet_s = cost.per_packet_s
+        self.per_byte_s = cost.per_byte_s
+        self.cpu_s = 0.0
+        self.packets = 0
+
+    def charge(self, pkt: Packet) -> None:
+        """Charge one skb: per-packet cost once, per-byte cost for every byte."""
+        c = self.per_packet_s + self.per_byte_s * pkt.size_bytes
+        pkt.work_s += c
+        self.cpu_s += c
+        self.packets += 1
+
+    def charge_frames(self, pkt: Packet) -> None:
+        """Charge per wire frame (``pkt.segs`` times the per-packet cost) plus per byte."""
+        c = self.per_packet_s * pkt.segs + self.per_byte_s * pkt.size_bytes
+        pkt.work_s += c
+        self.cpu_s += c
+        self.packets += pkt.segs
+
+    def charge_bytes(self, pkt: Packet, nbytes: int) -> None:
+        """Charge one call that moves ``nbytes`` (e.g. a copy of the payload only)."""
+        c = self.per_packet_s + self.per_byte_s * nbytes
+        pkt.work_s += c
+        self.cpu_s += c
+        self.packets += 1

@@ -1,0 +1,145 @@
+"""Cost profiles: the per-stage CPU constants, kept in data files with their provenance.
+
+A profile is a YAML file::
+
+    name: default
+    provenance: {source: ..., machine: ..., date: ..., method: ...}
+    stages:
+      bridge_forward: {per_packet_s: 4.0e-7, per_byte_s: 0.0}
+      ...
+
+Every stage in :data:`STAGES` must be present; nothing else is allowed (a typo is an error,
+not a silently ignored key).  The code never contains a cost: it asks the profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perfsim.errors import ConfigError, check_number
+
+STAGES: dict[str, str] = {
+    "sock_tx_copy": "sendmsg: copy user -> kernel (per byte) and syscall entry (per call)",
+    "tcp_tx": "tcp_sendmsg/tcp_write_xmit/tcp_transmit_skb: TCP output of one skb",
+    "udp_tx": "udp_sendmsg: UDP output of one datagram",
+    "ip_output": "ip_queue_xmit/ip_output: route lookup result, IP header, output hooks base",
+    "ip_forward": "ip_forward: forwarding decision and TTL decrement",
+    "dev_xmit": "dev_queue_xmit: qdisc enqueue/dequeue and driver hand-off",
+    "nic_tx": "physical NIC driver xmit of one skb (TSO makes frames in hardware)",
+    "gso_segment": "software GSO segmentation, per resulting frame (offloads off at the NIC)",
+    "nic_rx": "physical NIC driver receive (NAPI poll, skb alloc), per wire frame",
+    "gro": "GRO merge, per wire frame (only when GRO is on)",
+    "veth_xmit": "veth_xmit: scrub, hand to the peer, netif_rx onto this CPU's backlog",
+    "backlog_rx": "process_backlog / __netif_receive_skb of one skb on the receiving CPU",
+    "loopback_xmit": "loopback_xmit (lo, 64 KiB MTU), including the backlog receive",
+    "bridge_forward": "br_handle_frame: FDB learn + lookup + br_forward to one port",
+    "bridge_flood_copy": "br_flood: clone and transmit one copy to one port",
+    "ip_rcv": "ip_rcv/ip_rcv_finish: IP input, routing decision for the inner packet",
+    "nf_hook": "one netfilter hook traversal with an empty chain (iptables base cost)",
+    "nf_rule": "one iptables rule evaluated (rule sets are walked linearly)",
+    "conntrack_lookup": "nf_conntrack_in for a packet of a known connection (hash lookup)",
+    "conntrack_new": "nf_conntrack_in + confirm for the first packet of a connection (insert)",
+    "nat_rewrite": "NAT header rewrite (DNAT/SNAT/MASQUERADE or its reverse), checksum fix-up",
+    "vxlan_encap": "vxlan_xmit: FDB lookup, outer route, build outer headers, udp_tunnel_xmit",
+    "vxlan_decap": "vxlan_rcv: UDP socket demux, strip outer headers, gro_cells to the inner dev",
+    "ipip_encap": "ipip_tunnel_xmit: outer IPv4 header",
+    "ipip_decap": "ipip_rcv: strip outer IPv4 header",
+    "udp_rx": "udp_rcv/udp_queue_rcv_skb: UDP input of one datagram into the socket queue",
+    "tcp_rx": "tcp_v4_rcv/tcp_rcv_established of one skb (incl. ACK generation decision)",
+    "tcp_connect": "TCP connection setup/teardown work in both stacks (SYN, accept, FIN, close)",
+    "sock_rx_copy": "recvmsg: wakeup of the reader and copy kernel -> user (per byte)",
+    "arp": "neighbour (ARP) request or reply processing",
+    "dns_lookup": "embedded DNS (127.0.0.11) lookup by the resolver, uncached",
+}
+"""Every stage a profile must cost, with what it stands for in the kernel."""
+
+
+@dataclass(frozen=True, slots=True)
+class StageCost:
+    """``per_packet_s + per_byte_s × bytes`` seconds of CPU per skb."""
+
+    per_packet_s: float
+    per_byte_s: float = 0.0
+
+    def seconds(self, nbytes: int, units: int = 1) -> float:
+        return self.per_packet_s * units + self.per_byte_s * nbytes
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named, validated set of stage costs with where they came from."""
+
+    name: str
+    stages: dict[str, StageCost]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def cost(self, stage: str) -> StageCost:
+        try:
+            return self.stages[stage]
+        except KeyError:
+            raise ConfigError("stage", stage, f"one of {sorted(self.stages)}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "profile") -> Profile:
+        """Validate a parsed profile; every error names the field by its path."""
+        if not isinstance(data, dict):
+            raise ConfigError(source, type(data).__name__, "a mapping with name, provenance, stages")
+        unknown = set(data) - {"name", "provenance", "stages", "notes"}
+        if unknown:
+            raise ConfigError(f"{source}.{sorted(unknown)[0]}", "?", "name, provenance, stages, notes")
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}.name", name, "a non-empty string")
+        prov = data.get("provenance")
+        if not isinstance(prov, dict) or "source" not in prov:
+            raise ConfigError(f"{source}.provenance", prov, "a mapping with at least 'source'")
+        raw = data.get("stages")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}.stages", raw, "a mapping of stage name -> costs")
+        stages: dict[str, StageCost] = {}
+        for stage, spec in raw.items():
+            path = f"{source}.stages.{stage}"
+            if stage not in STAGES:
+                raise ConfigError(path, stage, f"a known stage: {', '.join(sorted(STAGES))}")
+            if not isinstance(spec, dict) or set(spec) - {"per_packet_s", "per_byte_s", "why"}:
+                raise ConfigError(path, spec, "a mapping with per_packet_s, per_byte_s, why")
+            a = check_number(f"{path}.per_packet_s", spec.get("per_packet_s"), low=0, high=1.0)
+            b = check_number(f"{path}.per_byte_s", spec.get("per_byte_s", 0.0), low=0, high=1e-3)
+            stages[stage] = StageCost(float(a), float(b))
+        missing = sorted(set(STAGES) - set(stages))
+        if missing:
+            raise ConfigError(f"{source}.stages", f"missing {missing[0]}", "every stage in perfsim.core.profile.STAGES")
+        return cls(name, stages, dict(prov))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a built-in profile by name (``default``) or a profile YAML file by path."""
+    text: str
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError("profile", str(name_or_path), "a built-in profile name or an existing YAML file")
+        text = p.read_text()
+        source = p.name
+    else:
+        builtin = resources.files("perfsim.profiles").joinpath(f"{name_or_path}.yaml")
+        if not builtin.is_file():
+            raise ConfigError("profile", str(name_or_path), f"one of {builtin_profiles()} or a YAML file path")
+        text = builtin.read_text()
+        source = str(name_or_path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("profile", source, f"valid YAML ({exc.__class__.__name__})") from None
+    return Profile.from_dict(data, source)
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the profiles shipped with perfsim."""
+    root = resources.files("perfsim.profiles")
+    return sorted(f.name[: -len(".yaml")] for f in root.iterdir() if f.name.endswith(".yaml"))

@@ -1,0 +1,170 @@
+"""The run context shared by every element: SimPy environment, RNG streams, cost profile,
+packet accounting and drop counters (desmod's ``SimEnvironment``, made typed).
+
+Hot-path scheduling
+-------------------
+Most hops do not contend for anything and need no event of their own: an element processes a
+packet synchronously in ``put()`` and calls its successor.  Only where a packet has to wait —
+for a CPU core to finish the work accumulated on it, for a link to serialize it, for
+propagation — is it scheduled, with :meth:`Sim.call_at`, as one lightweight SimPy event whose
+single callback is ``fn(pkt)``.  A packet crossing three links therefore costs three events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from heapq import heappush
+from typing import TYPE_CHECKING, Any, Callable
+
+import simpy
+
+from perfsim.core.packet import FlowKey, Packet
+from perfsim.core.rng import RngStreams
+
+if TYPE_CHECKING:
+    from perfsim.core.profile import Profile
+
+NORMAL_PRIORITY = 1  # simpy.events.NORMAL
+
+
+class _Call:
+    """A minimal SimPy event: at its time, ``fn(arg)`` runs. Quacks like ``simpy.Event``."""
+
+    __slots__ = ("callbacks", "_ok", "_value", "fn", "arg")
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self.callbacks: list[Callable[[Any], None]] | None = [_fire]
+        self._ok = True
+        self._value = None
+        self.fn = fn
+        self.arg = arg
+
+
+def _fire(ev: _Call) -> None:
+    ev.fn(ev.arg)
+
+
+class Sim:
+    """Everything one simulation run shares.
+
+    Parameters
+    ----------
+    seed:
+        Root seed; every component draws from its own stream (:class:`RngStreams`).
+    profile:
+        The cost profile (per-stage CPU constants). ``None`` loads the built-in default.
+    trace:
+        If true, packets created with ``traced=True`` collect one dict per hop (``perfsim
+        trace``).  Off by default: the hot path then pays nothing for it.
+    """
+
+    def __init__(self, seed: int = 0, profile: Profile | None = None) -> None:
+        from perfsim.core.profile import load_profile
+
+        self.env = simpy.Environment()
+        self.seed = seed
+        self.rng = RngStreams(seed)
+        self.profile = profile if profile is not None else load_profile("default")
+        self.created = 0
+        """Packets created (including clones and retransmissions)."""
+        self.delivered = 0
+        """Packets consumed by an application, a sink or the kernel itself (ARP)."""
+        self.dropped = 0
+        self.drops: Counter[tuple[str, str]] = Counter()
+        """Drops by (site, reason)."""
+        self.elements: dict[str, Any] = {}
+        self._queue = self.env._queue
+        self._eid = self.env._eid
+
+    # -- time and scheduling ---------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.env._now
+
+    def call_at(self, t_s: float, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run ``fn(arg)`` at absolute time ``t_s`` (>= now), after events already due then."""
+        heappush(self._queue, (t_s, NORMAL_PRIORITY, next(self._eid), _Call(fn, arg)))
+
+    def call_in(self, delay_s: float, fn: Callable[[Any], None], arg: Any) -> None:
+        """Run ``fn(arg)`` after ``delay_s`` seconds."""
+        heappush(
+            self._queue, (self.env._now + delay_s, NORMAL_PRIORITY, next(self._eid), _Call(fn, arg))
+        )
+
+    def after_work(self, pkt: Packet, fn: Callable[[Packet], None]) -> float:
+        """Serve the CPU work accumulated on ``pkt`` by its core, then hand it to ``fn``.
+
+        The core is a non-preemptive FIFO server: the work starts when the core is free (or now)
+        and lasts ``pkt.work_s``.  Returns the finish time.  A packet with no pending work (or
+        no core) is handed on at once, without an event.
+        """
+        core = pkt.core
+        work = pkt.work_s
+        now = self.env._now
+        if core is None or work <= 0.0:
+            fn(pkt)
+            return now
+        busy = core.busy_until_s
+        finish = (busy if busy > now else now) + work
+        core.busy_until_s = finish
+        core.busy_s += work
+        pkt.work_s = 0.0
+        heappush(self._queue, (finish, NORMAL_PRIORITY, next(self._eid), _Call(fn, pkt)))
+        return finish
+
+    def run(self, until_s: float) -> None:
+        """Advance the simulation to ``until_s`` seconds."""
+        self.env.run(until=until_s)
+
+    # -- packets ----------------------------------------------------------------------------
+    def new_packet(
+        self,
+        flow: FlowKey,
+        payload_bytes: int,
+        hdr_bytes: int,
+        segs: int = 1,
+        kind: int = 0,
+        **kw: Any,
+    ) -> Packet:
+        """Create a packet stamped with the current time and a run-unique id."""
+        self.created += 1
+        return Packet(self.created, flow, payload_bytes, hdr_bytes, segs, kind, self.env._now, **kw)
+
+    def clone(self, pkt: Packet) -> Packet:
+        """Copy a packet (flooding); the copy counts as created."""
+        self.created += 1
+        return pkt.clone(self.created)
+
+    def drop(self, pkt: Packet, site: str, reason: str) -> None:
+        """Count a drop at ``site`` for ``reason`` and tell the packet's owner, if any."""
+        self.dropped += 1
+        self.drops[(site, reason)] += 1
+        owner = pkt.owner
+        if owner is not None:
+            owner.on_drop(pkt, site, reason)
+
+    def consume(self, pkt: Packet) -> None:
+        """Count a packet that reached its final consumer (socket, sink, ARP handler)."""
+        self.delivered += 1
+
+    def in_flight(self) -> int:
+        """Packets still inside the system, counted where they are (not as a difference).
+
+        Looks at every scheduled event that carries a packet and asks each registered element
+        that holds packets (``held_packets()``), so a leak shows up as
+        ``created != delivered + dropped + in_flight``.
+        """
+        n = sum(1 for entry in self._queue if isinstance(entry[3], _Call) and isinstance(entry[3].arg, Packet))
+        for el in self.elements.values():
+            held = getattr(el, "held_packets", None)
+            if held is not None:
+                n += held()
+        return n
+
+    def register(self, name: str, element: Any) -> None:
+        """Register an element under a unique name (clear error on duplicates)."""
+        from perfsim.errors import ConfigError
+
+        if name in self.elements:
+            raise ConfigError("name", name, "a name not used by another element")
+        self.elements[name] = element
