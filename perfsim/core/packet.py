@@ -71,6 +71,7 @@ class Packet:
         "size_bytes",
         "seq",
         "ack",
+        "wnd",
         "t_created",
         "t_sent",
         "df",
@@ -110,11 +111,12 @@ class Packet:
         self.size_bytes = payload_bytes + segs * hdr_bytes
         self.seq = seq
         self.ack = ack
+        self.wnd = 0
         self.t_created = t_created
         self.t_sent = t_created
         self.df = True
         self.ttl = 64
-        self.encap: list[tuple[FlowKey, int, int, int]] | None = None
+        self.encap: list[tuple[FlowKey, int, int, int, int]] | None = None
         self.ct: Any = None
         self.core: Any = None
         self.work_s = 0.0
@@ -123,11 +125,16 @@ class Packet:
         self.trace: list[dict[str, Any]] | None = None
 
     # -- encapsulation -------------------------------------------------------------------
-    def push_outer(self, outer: FlowKey, src_mac: int, dst_mac: int, overhead_bytes: int) -> None:
-        """Encapsulate: remember the inner addresses, add ``overhead_bytes`` to every frame."""
+    def push_outer(
+        self, outer: FlowKey, src_mac: int, dst_mac: int, overhead_bytes: int, tag: int = 0
+    ) -> None:
+        """Encapsulate: remember the inner addresses, add ``overhead_bytes`` to every frame.
+
+        ``tag`` is carried by the outer header (the VNI of a VXLAN header).
+        """
         if self.encap is None:
             self.encap = []
-        self.encap.append((self.flow, self.src_mac, self.dst_mac, overhead_bytes))
+        self.encap.append((self.flow, self.src_mac, self.dst_mac, overhead_bytes, tag))
         self.flow = outer
         self.src_mac = src_mac
         self.dst_mac = dst_mac
@@ -138,10 +145,15 @@ class Packet:
         """Decapsulate: restore the inner addresses and sizes; return the outer flow key."""
         assert self.encap, "pop_outer on a packet without encapsulation"
         outer = self.flow
-        self.flow, self.src_mac, self.dst_mac, overhead = self.encap.pop()
+        self.flow, self.src_mac, self.dst_mac, overhead, _tag = self.encap.pop()
         self.hdr_bytes -= overhead
         self.size_bytes -= overhead * self.segs
         return outer
+
+    @property
+    def outer_tag(self) -> int:
+        """The tag (VNI) of the outermost encapsulation header, -1 if none."""
+        return self.encap[-1][4] if self.encap else -1
 
     @property
     def l3_bytes_per_seg(self) -> int:

@@ -168,3 +168,16 @@ class Sim:
         if name in self.elements:
             raise ConfigError("name", name, "a name not used by another element")
         self.elements[name] = element
+
+
+def reserve(core: object, now_s: float, cost_s: float) -> float:
+    """Give ``cost_s`` of packet-less work (a copy by an application) to ``core``.
+
+    The core is FIFO: the work starts when the core is free or now, whichever is later.
+    Returns the finish time; the caller waits until then (e.g. ``yield env.timeout(f - now)``).
+    """
+    busy = core.busy_until_s  # type: ignore[attr-defined]
+    finish = (busy if busy > now_s else now_s) + cost_s
+    core.busy_until_s = finish  # type: ignore[attr-defined]
+    core.busy_s += cost_s  # type: ignore[attr-defined]
+    return finish

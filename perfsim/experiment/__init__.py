@@ -1,0 +1,1 @@
+"""Run specifications, single runs and comparisons."""

@@ -1,0 +1,69 @@
+"""Validated run configuration, shared by the CLI and the Python API.
+
+Every field is checked once, here, so that a bad value gives one sentence naming the field,
+the value and what is allowed — whichever interface it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perfsim.errors import ConfigError, check_number
+from perfsim.topology.cluster import ClusterSpec
+
+WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
+PLACEMENTS = ("same-host", "cross-host")
+SAME_HOST_ONLY = {"bridge"}
+"""Modes whose cross-host path (published ports + NAT) is not built yet."""
+
+DEFAULT_MESSAGE_BYTES = {
+    "tcp_stream": 131072,  # iperf3's default write size
+    "udp_stream": 1400,
+    "tcp_rr": 1,  # netperf's default request/response size
+    "udp_rr": 1,
+    "tcp_crr": 1,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSpec:
+    """One simulation run: a mode, a workload with ``streams`` flows, a cluster, a duration."""
+
+    mode: str = "host"
+    workload: str = "tcp_stream"
+    streams: int = 1
+    message_size: int | None = None
+    placement: str = "cross-host"
+    containers_per_host: int = 1
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    duration_s: float = 0.05
+    warmup_s: float = 0.01
+    seed: int = 0
+    profile: str = "default"
+
+    def __post_init__(self) -> None:
+        from perfsim.topology.modes import MODES
+
+        if self.mode not in MODES:
+            raise ConfigError("mode", self.mode, f"one of {', '.join(MODES)}")
+        if self.workload not in WORKLOADS:
+            raise ConfigError("workload", self.workload, f"one of {', '.join(WORKLOADS)}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError("placement", self.placement, f"one of {', '.join(PLACEMENTS)}")
+        if self.placement == "cross-host" and self.mode in SAME_HOST_ONLY:
+            raise ConfigError("placement", self.placement, f"same-host for mode {self.mode} (cross-host needs published ports)")
+        if self.placement == "cross-host" and self.cluster.hosts < 2:
+            raise ConfigError("hosts", self.cluster.hosts, ">= 2 for cross-host placement")
+        check_number("streams", self.streams, low=1, high=1_000_000, integer=True)
+        check_number("containers_per_host", self.containers_per_host, low=1, high=100_000, integer=True)
+        if self.message_size is not None:
+            check_number("message_size", self.message_size, low=1, high=1 << 24, integer=True)
+        check_number("duration_s", self.duration_s, low=0, low_inclusive=False, high=3600.0)
+        check_number("warmup_s", self.warmup_s, low=0, high=3600.0)
+        if self.warmup_s >= self.duration_s:
+            raise ConfigError("warmup_s", self.warmup_s, f"less than duration_s ({self.duration_s})")
+        check_number("seed", self.seed, low=0, high=2**63 - 1, integer=True)
+
+    @property
+    def message_bytes(self) -> int:
+        return self.message_size if self.message_size is not None else DEFAULT_MESSAGE_BYTES[self.workload]
