@@ -106,7 +106,8 @@ def test_fixed_sizes_match_md1_mean_sojourn(rho: float, md1_08: Run) -> None:
     mean, half = run.sojourn_ci()
     expected = S + rho * S / (2 * (1 - rho))
     assert abs(mean - expected) <= half, (mean / S, half / S, expected / S)
-    assert half < 0.05 * expected  # the interval is informative
+    # informative: narrower than the 8.7 % (ρ = 0.5) or 27 % (ρ = 0.8) a 5 % error in S makes
+    assert half < (0.04 if rho == 0.5 else 0.10) * expected
 
 
 def test_exponential_sizes_match_mm1_mean_sojourn() -> None:
@@ -123,7 +124,7 @@ def test_exponential_sizes_match_mm1_mean_sojourn() -> None:
     assert abs(expected - mm1) < 0.005 * mm1
     mean, half = run.sojourn_ci()
     assert abs(mean - expected) <= half, (mean / S, half / S, expected / S)
-    assert half < 0.06 * expected
+    assert half < 0.15 * expected  # a 5 % error in S moves W by 31 %
 
 
 def test_littles_law_queue_length_equals_rate_times_sojourn(md1_08: Run) -> None:
@@ -148,7 +149,7 @@ def test_littles_law_queue_length_equals_rate_times_sojourn(md1_08: Run) -> None
     half = T_995_29 * d.std(ddof=1) / BATCHES**0.5
     assert abs(d.mean()) <= half, (d.mean(), half)
     big_l = n_probe[t_probe >= edges[0]].mean()
-    assert half < 0.05 * big_l  # L ≈ λW = 2.4 at ρ = 0.8; the test resolves 5 %
+    assert half < 0.04 * big_l  # L ≈ λW = 2.4 at ρ = 0.8; the test resolves 5 %
 
 
 def test_same_seed_same_samples_other_seed_different() -> None:

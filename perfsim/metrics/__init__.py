@@ -1,0 +1,1 @@
+"""Metrics: tidy pandas DataFrames built from a finished run."""

@@ -1,0 +1,171 @@
+"""UDP sockets: synchronous ``sendmsg`` on the application core, a byte-limited receive queue.
+
+Model
+-----
+* **Send.** ``sendmsg`` runs to completion on the caller's core: the copy (``sock_tx_copy``,
+  per call + per payload byte) and ``udp_tx`` are charged on the datagram itself with
+  ``pkt.core = app_core``, then ``ns.ip_output`` continues on the same core.  A datagram
+  larger than ``mtu - 28`` bytes leaves as IP fragments: ``segs = ceil(payload / (mtu - 28))``
+  frames of 42 header bytes each (Ethernet 14 + IPv4 20 + UDP 8; the UDP header really
+  travels only in the first fragment), ``udp_tx`` is charged per frame and DF is cleared.
+* **Receive.** ``udp_rx`` is charged in softirq (``pkt.core``); the datagram is queued if the
+  queue's bytes plus its ``size_bytes`` (standing for the skb truesize) fit ``rcvbuf_bytes``
+  (``net.core.rmem_default`` = 212992), else it is dropped with reason
+  ``socket_rcvbuf_full``.  ``recv()`` copies it on the application core (``sock_rx_copy``)
+  and only then frees its queue space (``skb_consume_udp`` after the copy).
+* Queued datagrams are packets held by the socket: it is registered with the run and reports
+  them in ``held_packets()``; they are consumed when the application has read them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from perfsim.core.packet import DATA, PROTO_UDP, FlowKey, Packet
+from perfsim.transport.tcp import reserve_app_work
+from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, UDP_HDR_BYTES
+
+if TYPE_CHECKING:
+    from perfsim.core.cpu import Core
+    from perfsim.core.sim import Sim
+    from perfsim.transport.stats import FlowStats
+
+UDP_FRAME_HDR_BYTES = ETH_HDR_BYTES + IPV4_HDR_BYTES + UDP_HDR_BYTES
+"""42: headers counted on every UDP frame (fragment)."""
+DEFAULT_UDP_RCVBUF_BYTES = 212992
+MAX_DATAGRAM_BYTES = 65507
+
+
+def udp_segs(payload_bytes: int, mtu_bytes: int) -> int:
+    """Frames a datagram of ``payload_bytes`` needs on a path of ``mtu_bytes`` (IP fragments)."""
+    per = mtu_bytes - IPV4_HDR_BYTES - UDP_HDR_BYTES
+    return max(1, -(-payload_bytes // per))
+
+
+class UdpSocket:
+    """A bound UDP socket of an application running on ``app_core``.
+
+    Parameters
+    ----------
+    ns: the namespace (``bind``, ``ip_output``, ``host``, ``sim``, ``name``).
+    app_core: the core of the application using the socket.
+    ip, port: local address and port (bound in ``ns``; ConfigError if taken).
+    mtu_bytes: path MTU used to fragment large datagrams.
+    stats: where reads and drops are counted (optional).
+    rcvbuf_bytes: receive queue limit in bytes.
+    """
+
+    def __init__(
+        self, ns: Any, app_core: Core, ip: int, port: int, mtu_bytes: int = 1500, *,
+        stats: FlowStats | None = None, rcvbuf_bytes: int = DEFAULT_UDP_RCVBUF_BYTES,
+    ) -> None:
+        self.ns = ns
+        self.sim: Sim = ns.sim
+        self.app_core = app_core
+        self.ip = ip
+        self.port = port
+        self.mtu = mtu_bytes
+        self.stats = stats
+        self.rcvbuf = rcvbuf_bytes
+        self.name = f"{ns.name}/udp:{port}"
+        host = ns.host
+        self._tx_copy = host.stage("sock_tx_copy")
+        self._udp_tx = host.stage("udp_tx")
+        self._udp_rx = host.stage("udp_rx")
+        self._rx_copy = host.stage("sock_rx_copy")
+        self._q: deque[Packet] = deque()
+        self._q_bytes = 0
+        self._read_ev: Any = None
+        self.sent = 0
+        self.received = 0
+        self.drops = 0
+        ns.bind(PROTO_UDP, port, self)
+        self.sim.register(self.name, self)
+
+    # -- send -------------------------------------------------------------------------------
+    def sendto(self, dst_ip: int, dst_port: int, nbytes: int) -> float:
+        """``sendmsg`` of one datagram, synchronously on the app core.
+
+        Returns the time at which the core has at least finished this datagram's own work
+        (the caller waits until then, or until ``app_core.busy_until_s`` if later).
+        """
+        segs = udp_segs(nbytes, self.mtu)
+        pkt = self.sim.new_packet(FlowKey(self.ip, dst_ip, PROTO_UDP, self.port, dst_port), nbytes,
+                                  UDP_FRAME_HDR_BYTES, segs, DATA, owner=self)
+        if segs > 1:
+            pkt.df = False
+        core = self.app_core
+        pkt.core = core
+        self._tx_copy.charge_bytes(pkt, nbytes)
+        self._udp_tx.charge_frames(pkt)
+        own = pkt.work_s
+        self.sent += 1
+        now = self.sim.now
+        self.ns.ip_output(pkt)
+        busy = core.busy_until_s
+        return max(busy, now + own)
+
+    def send(self, dst_ip: int, dst_port: int, nbytes: int) -> Generator[Any, Any, None]:
+        """``sendto`` and wait until the app core is free again (the syscall returned)."""
+        env = self.sim.env
+        t = self.sendto(dst_ip, dst_port, nbytes)
+        if t > env.now:
+            yield env.timeout(t - env.now)
+
+    # -- receive ----------------------------------------------------------------------------
+    def deliver(self, pkt: Packet) -> None:
+        """Softirq: charge ``udp_rx``; queue the datagram when the core has done it."""
+        self._udp_rx.charge(pkt)
+        self.sim.after_work(pkt, self._enqueue)
+
+    def _enqueue(self, pkt: Packet) -> None:
+        size = pkt.size_bytes
+        if self._q_bytes + size > self.rcvbuf:
+            self.sim.drop(pkt, self.name, "socket_rcvbuf_full")
+            return
+        self._q.append(pkt)
+        self._q_bytes += size
+        ev = self._read_ev
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+        self._read_ev = None
+
+    def recv(self) -> Generator[Any, Any, tuple[int, int, int]]:
+        """``recvmsg``: wait for a datagram, copy it; returns ``(nbytes, src_ip, src_port)``."""
+        env = self.sim.env
+        while not self._q:
+            self._read_ev = env.event()
+            yield self._read_ev
+        pkt = self._q[0]
+        n = pkt.payload_bytes
+        finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
+        yield env.timeout(finish - env.now)
+        self._q.popleft()
+        self._q_bytes -= pkt.size_bytes
+        self.received += 1
+        self.sim.consume(pkt)
+        now = env.now
+        if self.stats is not None:
+            self.stats.on_datagram(now, n, pkt.segs, pkt.t_created)
+        flow = pkt.flow
+        return n, flow.src_ip, flow.sport
+
+    def held_packets(self) -> int:
+        return len(self._q)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._q_bytes
+
+    def on_drop(self, pkt: Packet, site: str, reason: str) -> None:
+        self.drops += 1
+        if self.stats is not None:
+            self.stats.on_drop(self.sim.now)
+
+    def close(self) -> None:
+        self.ns.unbind(PROTO_UDP, self.port)
+
+    def __repr__(self) -> str:
+        return f"UdpSocket({self.name!r})"

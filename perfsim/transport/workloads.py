@@ -1,0 +1,294 @@
+"""netperf-style workloads between two application endpoints.
+
+=============  ============================================================================
+``tcp_stream``  client connects once and writes ``message_size`` bytes per ``send()``
+                forever (optionally paced to ``rate_bps``); the server reads up to 64 KiB
+                per ``recv()``.  One-way latency per data skb.
+``udp_stream``  client sends datagrams of ``message_size`` as fast as its core allows, or at
+                a constant bit rate ``rate_bps`` (of payload); the server reads them.
+``tcp_rr``      one long connection; the client writes a request of ``message_size``, the
+                server reads it whole and writes a response of ``message_size``, the client
+                reads it whole: one transaction, one round-trip sample, next request at once.
+``udp_rr``      the same with one datagram each way (a lost datagram stalls the test, as in
+                netperf).
+``tcp_crr``     connect, request, response, close, repeat; each connection uses the next
+                client port (ephemeral range 32768..60999, cycling, starting at
+                ``client_port``).  The sample runs from the start of ``connect()`` to the end
+                of the response read.
+=============  ============================================================================
+
+For request/response workloads ``bytes`` and ``packets`` count both directions.  Stats before
+``measure_from_s`` are ignored (:class:`~perfsim.transport.stats.FlowStats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from perfsim.errors import ConfigError, check_number
+from perfsim.transport.stats import FlowStats
+from perfsim.transport.tcp import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES, TcpConnection, TcpListener
+from perfsim.transport.udp import DEFAULT_UDP_RCVBUF_BYTES, MAX_DATAGRAM_BYTES, UdpSocket, udp_segs
+
+if TYPE_CHECKING:
+    from perfsim.core.cpu import Core
+    from perfsim.core.sim import Sim
+
+WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
+EPHEMERAL_LOW = 32768
+EPHEMERAL_HIGH = 60999
+STREAM_READ_BYTES = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one side of a workload runs.
+
+    ``mss_bytes`` is derived by the caller from the path MTU (``mtu - 20 - 32``); the
+    connection uses the smaller MSS of the two ends, as the SYN options negotiate.
+    """
+
+    ns: Any
+    ip: int
+    app_core: Core
+    mss_bytes: int
+    mtu_bytes: int = 1500
+
+    def __post_init__(self) -> None:
+        check_number("endpoint.mtu_bytes", self.mtu_bytes, low=68, high=65535, integer=True)
+        check_number("endpoint.mss_bytes", self.mss_bytes, low=8, high=65483, integer=True)
+
+
+class Flow:
+    """A running workload: its stats and the sockets it uses (for inspection)."""
+
+    def __init__(self, workload: str, client: Endpoint, server: Endpoint, stats: FlowStats) -> None:
+        self.workload = workload
+        self.client = client
+        self.server = server
+        self.stats = stats
+        self.client_sock: Any = None
+        """The client's current TcpConnection or its UdpSocket."""
+        self.server_sock: Any = None
+        """The server's TcpListener or UdpSocket."""
+        self.server_conn: TcpConnection | None = None
+        """The connection the server accepted last (TCP)."""
+
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """One flat row: :meth:`FlowStats.summary` of the measurement window."""
+        return self.stats.summary(until_s)
+
+    def __repr__(self) -> str:
+        return f"Flow({self.workload!r})"
+
+
+def start_workload(
+    sim: Sim,
+    name: str,
+    client: Endpoint,
+    server: Endpoint,
+    message_size: int,
+    server_port: int,
+    client_port: int,
+    start_s: float = 0.0,
+    rate_bps: float = 0.0,
+    *,
+    measure_from_s: float = 0.0,
+    sndbuf_bytes: int = DEFAULT_SNDBUF_BYTES,
+    rcvbuf_bytes: int | None = None,
+    connect_ip: int | None = None,
+    connect_port: int | None = None,
+) -> Flow:
+    """Bind the sockets now and start the client (at ``start_s``) and server processes.
+
+    ``connect_ip``/``connect_port`` is where the client sends (default: the server endpoint's
+    address and ``server_port``), e.g. a published host port that DNAT maps to the server.
+    ``rcvbuf_bytes`` defaults to 6 MiB for TCP and 212992 for UDP.  ``rate_bps`` (application
+    payload bits per second, 0 = unpaced) applies to the stream workloads only.
+    """
+    if name not in WORKLOADS:
+        raise ConfigError("workload", name, f"one of {', '.join(WORKLOADS)}")
+    tcp = name.startswith("tcp")
+    check_number("sndbuf_bytes", sndbuf_bytes, low=2048, high=1 << 31, integer=True)
+    if rcvbuf_bytes is None:
+        rcvbuf_bytes = DEFAULT_RCVBUF_BYTES if tcp else DEFAULT_UDP_RCVBUF_BYTES
+    check_number("rcvbuf_bytes", rcvbuf_bytes, low=2048, high=1 << 31, integer=True)
+    check_number("message_size", message_size, low=1, high=sndbuf_bytes if tcp else MAX_DATAGRAM_BYTES, integer=True)
+    check_number("server_port", server_port, low=1, high=65535, integer=True)
+    check_number("client_port", client_port, low=1, high=65535, integer=True)
+    check_number("start_s", start_s, low=0)
+    check_number("measure_from_s", measure_from_s, low=0)
+    check_number("rate_bps", rate_bps, low=0, high=1e13)
+    if rate_bps > 0 and not name.endswith("stream"):
+        raise ConfigError("rate_bps", rate_bps, "0 for request/response workloads (they run one transaction at a time)")
+    dst_ip = server.ip if connect_ip is None else check_number("connect_ip", connect_ip, low=0, high=2**32 - 1, integer=True)
+    dst_port = server_port if connect_port is None else check_number("connect_port", connect_port, low=1, high=65535, integer=True)
+    stats = FlowStats(name, measure_from_s=measure_from_s, one_way=name.endswith("stream"))
+    flow = Flow(name, client, server, stats)
+    env = sim.env
+    mss = min(client.mss_bytes, server.mss_bytes)
+    bufs = {"sndbuf_bytes": sndbuf_bytes, "rcvbuf_bytes": rcvbuf_bytes}
+    if tcp:
+        listener = TcpListener(server.ns, server.app_core, server_port, mss, stats=stats, **bufs)
+        flow.server_sock = listener
+        env.process(_tcp_server(flow, listener, message_size))
+        conn = TcpConnection.client(client.ns, client.app_core, client.ip, client_port, int(dst_ip), int(dst_port), mss,
+                                    stats=stats, **bufs)
+        flow.client_sock = conn
+        if name == "tcp_stream":
+            env.process(_tcp_stream_client(flow, conn, message_size, start_s, rate_bps))
+        elif name == "tcp_rr":
+            env.process(_tcp_rr_client(flow, conn, message_size, start_s))
+        else:
+            env.process(_tcp_crr_client(flow, conn, message_size, start_s, int(dst_ip), int(dst_port), mss, bufs))
+        return flow
+    srv = UdpSocket(server.ns, server.app_core, server.ip, server_port, server.mtu_bytes, stats=stats,
+                    rcvbuf_bytes=rcvbuf_bytes)
+    cli = UdpSocket(client.ns, client.app_core, client.ip, client_port, client.mtu_bytes, stats=stats,
+                    rcvbuf_bytes=rcvbuf_bytes)
+    flow.server_sock, flow.client_sock = srv, cli
+    if name == "udp_stream":
+        host = client.ns.host
+        own = (host.stage("sock_tx_copy").per_packet_s + host.stage("sock_tx_copy").per_byte_s * message_size
+               + host.stage("udp_tx").per_packet_s * udp_segs(message_size, client.mtu_bytes))
+        if rate_bps == 0 and own <= 0:
+            raise ConfigError("rate_bps", rate_bps, "> 0 when the profile's sock_tx_copy and udp_tx cost nothing")
+        env.process(_udp_stream_client(flow, cli, int(dst_ip), int(dst_port), message_size, start_s, rate_bps))
+        env.process(_udp_sink(srv))
+    else:
+        env.process(_udp_rr_client(flow, cli, int(dst_ip), int(dst_port), message_size, start_s))
+        env.process(_udp_rr_server(srv, message_size))
+    return flow
+
+
+# -- TCP processes -------------------------------------------------------------------------
+def _wait_until(env: Any, t_s: float) -> Generator[Any, Any, None]:
+    if t_s > env.now:
+        yield env.timeout(t_s - env.now)
+
+
+def _read_exact(conn: TcpConnection, nbytes: int) -> Generator[Any, Any, bool]:
+    """Read one whole message; False at end of stream."""
+    got = 0
+    while got < nbytes:
+        n = yield from conn.read(nbytes - got)
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def _tcp_server(flow: Flow, listener: TcpListener, message_size: int) -> Generator[Any, Any, None]:
+    """netperf's server loop: accept, serve the connection until EOF, close, accept again."""
+    stream = flow.workload == "tcp_stream"
+    while True:
+        conn = yield from listener.accept()
+        flow.server_conn = conn
+        if stream:
+            while (yield from conn.read(STREAM_READ_BYTES)):
+                pass
+        else:
+            while (yield from _read_exact(conn, message_size)):
+                if not (yield from conn.write(message_size)):
+                    break
+        conn.close()
+
+
+def _tcp_stream_client(flow: Flow, conn: TcpConnection, size: int, start_s: float, rate_bps: float) -> Generator[Any, Any, None]:
+    env = conn.env
+    yield from _wait_until(env, start_s)
+    if not (yield from conn.connect()):
+        return
+    flow.stats.on_connection(env.now)
+    interval = size * 8.0 / rate_bps if rate_bps > 0 else 0.0
+    t_next = env.now
+    while (yield from conn.write(size)):
+        if interval:
+            t_next += interval
+            yield from _wait_until(env, t_next)
+
+
+def _tcp_rr_client(flow: Flow, conn: TcpConnection, size: int, start_s: float) -> Generator[Any, Any, None]:
+    env = conn.env
+    yield from _wait_until(env, start_s)
+    if not (yield from conn.connect()):
+        return
+    flow.stats.on_connection(env.now)
+    while True:
+        t0 = env.now
+        if not (yield from conn.write(size)):
+            return
+        if not (yield from _read_exact(conn, size)):
+            return
+        flow.stats.on_transaction(env.now, env.now - t0)
+
+
+def _next_port(port: int) -> int:
+    return EPHEMERAL_LOW if port >= EPHEMERAL_HIGH or port < EPHEMERAL_LOW - 1 else port + 1
+
+
+def _tcp_crr_client(
+    flow: Flow, conn: TcpConnection, size: int, start_s: float, dst_ip: int, dst_port: int, mss: int,
+    bufs: dict[str, int],
+) -> Generator[Any, Any, None]:
+    env = conn.env
+    ep = flow.client
+    yield from _wait_until(env, start_s)
+    port = conn.flow.sport
+    while True:
+        t0 = env.now
+        if (yield from conn.connect()):
+            flow.stats.on_connection(env.now)
+            if (yield from conn.write(size)) and (yield from _read_exact(conn, size)):
+                flow.stats.on_transaction(env.now, env.now - t0)
+            conn.close()
+        for _ in range(EPHEMERAL_HIGH - EPHEMERAL_LOW + 1):
+            port = _next_port(port)
+            try:
+                conn = TcpConnection.client(ep.ns, ep.app_core, ep.ip, port, dst_ip, dst_port, mss,
+                                            stats=flow.stats, **bufs)
+                break
+            except ConfigError:
+                continue
+        else:
+            raise ConfigError("client_port", port, "a free port in 32768..60999 (all are in use)")
+        flow.client_sock = conn
+
+
+# -- UDP processes -------------------------------------------------------------------------
+def _udp_stream_client(
+    flow: Flow, sock: UdpSocket, dst_ip: int, dst_port: int, size: int, start_s: float, rate_bps: float,
+) -> Generator[Any, Any, None]:
+    env = sock.sim.env
+    yield from _wait_until(env, start_s)
+    interval = size * 8.0 / rate_bps if rate_bps > 0 else 0.0
+    t_next = env.now
+    while True:
+        t_free = sock.sendto(dst_ip, dst_port, size)
+        t_next += interval
+        yield env.timeout(max(t_free, t_next) - env.now)
+
+
+def _udp_sink(sock: UdpSocket) -> Generator[Any, Any, None]:
+    while True:
+        yield from sock.recv()
+
+
+def _udp_rr_client(
+    flow: Flow, sock: UdpSocket, dst_ip: int, dst_port: int, size: int, start_s: float,
+) -> Generator[Any, Any, None]:
+    env = sock.sim.env
+    yield from _wait_until(env, start_s)
+    while True:
+        t0 = env.now
+        yield from sock.send(dst_ip, dst_port, size)
+        yield from sock.recv()
+        flow.stats.on_transaction(env.now, env.now - t0)
+
+
+def _udp_rr_server(sock: UdpSocket, size: int) -> Generator[Any, Any, None]:
+    while True:
+        _, src_ip, src_port = yield from sock.recv()
+        yield from sock.send(src_ip, src_port, size)
