@@ -52,7 +52,8 @@ class Host:
         check_number(f"{name}.netdev_max_backlog", netdev_max_backlog, low=1, high=10_000_000, integer=True)
         self.sim = sim
         self.name = name
-        self.cpus = CpuPool(name, cores, netdev_max_backlog)
+        rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
+        self.cpus = CpuPool(name, cores, netdev_max_backlog, rss_key)
         self.offloads = offloads if offloads is not None else Offloads()
         self.rps = rps
         self.stages: dict[str, Stage] = {s: Stage(s, name, sim.profile.cost(s)) for s in STAGES}

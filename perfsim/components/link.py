@@ -95,6 +95,7 @@ class Link(Element):
         now = self.sim.now
         return sum(1 for d in self._departures if d > now)
 
-    def utilisation(self, elapsed_s: float) -> float:
-        """Fraction of ``elapsed_s`` the transmitter was busy (work given, capped at 1)."""
-        return min(self.busy_s, elapsed_s) / elapsed_s if elapsed_s > 0 else 0.0
+    def work_done(self, now_s: float) -> float:
+        """Seconds of transmission completed by ``now_s`` (given minus still to serialize)."""
+        owed = self._busy_until - now_s
+        return self.busy_s - owed if owed > 0 else self.busy_s

@@ -154,7 +154,6 @@ class NetNs:
         nf = self.nf
         if nf is not None and not (nf.output(pkt, None) and nf.postrouting(pkt, None)):
             return
-        pkt.ct = None
         if nf is not None and not (nf.prerouting(pkt, None) and nf.input(pkt, None)):
             return
         self._deliver_local(pkt)

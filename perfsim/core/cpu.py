@@ -40,6 +40,11 @@ class Core:
         self.backlog_limit = backlog_limit
         """``net.core.netdev_max_backlog``: packets a core's receive queue may hold."""
 
+    def work_done(self, now_s: float) -> float:
+        """Work completed by ``now_s``: a FIFO core still owes ``busy_until_s - now_s``."""
+        owed = self.busy_until_s - now_s
+        return self.busy_s - owed if owed > 0 else self.busy_s
+
     def admit(self, now: float, finish_s: float) -> bool:
         """Receive-queue admission (per-CPU backlog): False when it is full (drop)."""
         q = self.backlog
@@ -66,25 +71,27 @@ def flow_hash(flow: FlowKey) -> int:
 class CpuPool:
     """The cores of one host, with receive-side scaling (RSS) and optional RPS."""
 
-    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000) -> None:
+    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0) -> None:
         from perfsim.errors import check_number
 
         check_number("cores", n_cores, low=1, high=4096, integer=True)
         self.host = host
         self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit) for i in range(n_cores)]
+        self.rss_key = rss_key
+        """Like the NIC's Toeplitz key, random per boot: which core a flow lands on varies."""
 
     def __len__(self) -> int:
         return len(self.cores)
 
     def rss(self, flow: FlowKey) -> Core:
         """The core a NIC's RSS (or RPS) steers this flow to."""
-        return self.cores[flow_hash(flow) % len(self.cores)]
+        h = flow_hash(flow) ^ self.rss_key
+        h = (h * 0x9E3779B1) & 0xFFFFFFFF
+        return self.cores[(h >> 16) % len(self.cores)]
 
-    def utilisation(self, elapsed_s: float) -> list[float]:
-        """Busy fraction of each core over ``elapsed_s`` (work given, capped by elapsed time)."""
-        if elapsed_s <= 0:
-            return [0.0 for _ in self.cores]
-        return [min(c.busy_s, elapsed_s) / elapsed_s for c in self.cores]
+    def work_done(self, now_s: float) -> list[float]:
+        """Seconds of work each core has *completed* by ``now_s`` (given minus still queued)."""
+        return [c.work_done(now_s) for c in self.cores]
 
 
 class Stage:

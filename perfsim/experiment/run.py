@@ -18,11 +18,14 @@ import pandas as pd
 from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.experiment.config import RunSpec
-from perfsim.metrics.frames import core_frame, drop_frame, stage_frame
+from perfsim.components.link import Link
+from perfsim.metrics.frames import core_frame, drop_frame, link_frame, stage_frame
 from perfsim.topology.cluster import build_cluster
 from perfsim.topology.modes import MODES
 from perfsim.transport.workloads import Flow, start_workload
 
+START_JITTER_S = 50e-6
+"""Flows start at a random time in [0, 50 µs), as separately launched netperf processes do."""
 SERVER_PORT_BASE = 5001
 CLIENT_PORT_BASE = 32768
 
@@ -40,7 +43,10 @@ class Result:
     flows: pd.DataFrame
     stages: pd.DataFrame
     cores: pd.DataFrame
+    links: pd.DataFrame
     drops: pd.DataFrame
+    accounting: dict[str, int]
+    """Packets created, delivered, dropped and still in flight at the end (counted where they are)."""
     latencies_s: np.ndarray
     wall_s: float
     sim_events: int
@@ -95,14 +101,18 @@ def run(spec: RunSpec) -> Result:
             start_workload(
                 sim, spec.workload, endpoint(ch, cc), endpoint(sh, sc), spec.message_bytes,
                 server_port=SERVER_PORT_BASE + i, client_port=CLIENT_PORT_BASE + 97 * i,
+                start_s=float(sim.rng.stream(f"flow{i}.start").uniform(0.0, START_JITTER_S)),
                 measure_from_s=spec.warmup_s,
             )
         )
+    links = [el for el in sim.elements.values() if isinstance(el, Link)]
     snapshot: dict[str, Any] = {}
 
     def take_snapshot(_: Any) -> None:
-        snapshot["cores"] = {c.name: c.busy_s for h in cl.hosts for c in h.cpus.cores}
+        now = sim.now
+        snapshot["cores"] = {c.name: c.work_done(now) for h in cl.hosts for c in h.cpus.cores}
         snapshot["stages"] = {(h.name, s): st.cpu_s for h in cl.hosts for s, st in h.stages.items()}
+        snapshot["links"] = {link.name: link.work_done(now) for link in links}
 
     sim.call_at(spec.warmup_s, take_snapshot, None)
     sim.run(spec.duration_s)
@@ -116,8 +126,13 @@ def run(spec: RunSpec) -> Result:
         spec=spec,
         flows=pd.DataFrame(rows),
         stages=stage_frame(cl.hosts, snapshot.get("stages")),
-        cores=core_frame(cl.hosts, dur, snapshot.get("cores")),
+        cores=core_frame(cl.hosts, spec.duration_s, dur, snapshot.get("cores")),
+        links=link_frame(links, spec.duration_s, dur, snapshot.get("links")),
         drops=drop_frame(sim),
+        accounting={
+            "created": sim.created, "delivered": sim.delivered,
+            "dropped": sim.dropped, "in_flight": sim.in_flight(),
+        },
         latencies_s=lat,
         wall_s=time.perf_counter() - wall0,
         sim_events=next(sim._eid),

@@ -26,14 +26,30 @@ def stage_frame(hosts: Iterable[Host], since: dict[tuple[str, str], float] | Non
     return pd.DataFrame(rows, columns=["host", "stage", "cpu_s", "skbs"])
 
 
-def core_frame(hosts: Iterable[Host], elapsed_s: float, since: dict[str, float] | None = None) -> pd.DataFrame:
-    """Busy seconds and utilisation of every core over the measured interval."""
+def core_frame(
+    hosts: Iterable[Host], now_s: float, elapsed_s: float, since: dict[str, float] | None = None
+) -> pd.DataFrame:
+    """Seconds of work each core completed in the last ``elapsed_s`` before ``now_s``, and
+    its utilisation (not capped: a value above 1 would be an accounting bug)."""
     rows = []
     for h in hosts:
         for c in h.cpus.cores:
-            busy = c.busy_s - (since.get(c.name, 0.0) if since else 0.0)
-            rows.append({"host": h.name, "core": c.index, "busy_s": busy, "utilisation": min(busy / elapsed_s, 1.0) if elapsed_s > 0 else 0.0})
+            busy = c.work_done(now_s) - (since.get(c.name, 0.0) if since else 0.0)
+            util = busy / elapsed_s if elapsed_s > 0 else 0.0
+            rows.append({"host": h.name, "core": c.index, "busy_s": busy, "utilisation": util})
     return pd.DataFrame(rows, columns=["host", "core", "busy_s", "utilisation"])
+
+
+def link_frame(links: Iterable[Any], now_s: float, elapsed_s: float, since: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per link: packets and bytes sent, utilisation over the window, deepest queue."""
+    rows = []
+    for link in links:
+        busy = link.work_done(now_s) - (since.get(link.name, 0.0) if since else 0.0)
+        rows.append({
+            "link": link.name, "packets": link.sent_packets, "bytes": link.sent_bytes,
+            "utilisation": busy / elapsed_s if elapsed_s > 0 else 0.0, "max_queue": link.max_queue,
+        })
+    return pd.DataFrame(rows, columns=["link", "packets", "bytes", "utilisation", "max_queue"])
 
 
 def drop_frame(sim: Sim) -> pd.DataFrame:

@@ -62,8 +62,7 @@ def build_bridge(cl: Cluster, containers_per_host: int) -> EndpointFn:
     mtu = cl.spec.mtu_bytes
     eps: dict[tuple[int, int], Endpoint] = {}
     for h, root in enumerate(cl.roots):
-        nf = root.nf
-        hook = (lambda p, i, o, nf=nf: nf.forward(p, i, o)) if nf is not None else None
+        hook = root.nf.bridge_hook if root.nf is not None else None
         br = Bridge(cl.hosts[h], f"h{h}/docker0", cl.new_mac(), mtu, nf_hook=hook)
         root.add_device(br, DOCKER0_NET + 1, 16)
         for c in range(containers_per_host):
