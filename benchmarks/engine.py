@@ -173,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="run both engines this many times, keep the fastest"
     )
     args = ap.parse_args(argv)
-    n = args.packets or (QUICK_PACKETS if args.quick else DEFAULT_PACKETS)
+    n = (
+        args.packets
+        if args.packets is not None
+        else (QUICK_PACKETS if args.quick else DEFAULT_PACKETS)
+    )
     if n < 1 or args.repeat < 1:
         ap.error("--packets and --repeat must be >= 1")
 

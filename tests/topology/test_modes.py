@@ -1,0 +1,94 @@
+"""Modes built from real parts: VXLAN sizes on the wire, MTU rules, where the CPU work lands."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfsim.components.vxlan import VxlanDevice
+from perfsim.core.packet import DATA, PROTO_UDP, FlowKey, Packet
+from perfsim.core.sim import Sim
+from perfsim.errors import ConfigError
+from perfsim.experiment.config import RunSpec
+from perfsim.experiment.run import run
+from perfsim.topology.cluster import ClusterSpec, build_cluster
+from perfsim.topology.modes import build_overlay
+from perfsim.transport.workloads import start_workload
+from perfsim.units import VXLAN_OVERHEAD_BYTES
+
+
+def _record(obj: object, attr: str, log: list[tuple[int, int, int]]) -> None:
+    """Wrap ``obj.attr(pkt)`` so every packet's (id, size_bytes, segs) is logged first."""
+    inner = getattr(obj, attr)
+
+    def wrapper(pkt: Packet) -> None:
+        if pkt.kind == DATA:
+            log.append((pkt.id, pkt.size_bytes, pkt.segs))
+        inner(pkt)
+
+    setattr(obj, attr, wrapper)
+
+
+@pytest.mark.parametrize("offloads", [True, False])
+def test_vxlan_frames_on_the_wire_are_exactly_50_bytes_longer_per_frame(offloads: bool) -> None:
+    sim = Sim(seed=3)
+    cl = build_cluster(sim, ClusterSpec(hosts=2, cores=2, offloads=offloads))
+    ep = build_overlay(cl, 1)
+    client, server = ep(0, 0), ep(1, 0)
+    inner: list[tuple[int, int, int]] = []
+    wire: list[tuple[int, int, int]] = []
+    _record(client.ns.devices["eth0"], "xmit", inner)
+    assert cl.switch is not None
+    _record(cl.switch, "put", wire)
+    start_workload(sim, "tcp_stream", client, server, 65536, server_port=5001, client_port=40000)
+    sim.run(0.002)
+    sizes = {pid: (size, segs) for pid, size, segs in inner}
+    on_wire = [(pid, size, segs) for pid, size, segs in wire if pid in sizes]
+    assert len(on_wire) > 20
+    assert all(size == sizes[pid][0] + VXLAN_OVERHEAD_BYTES * segs for pid, size, segs in on_wire)
+    assert any(segs > 1 for _, _, segs in on_wire) == offloads
+
+
+def test_vxlan_drops_an_inner_packet_above_its_mtu_and_counts_the_reason() -> None:
+    sim = Sim(seed=1)
+    cl = build_cluster(sim, ClusterSpec(hosts=2))
+    build_overlay(cl, 1)
+    vx = next(el for el in sim.elements.values() if isinstance(el, VxlanDevice))
+    assert vx.mtu_bytes == 1450
+    pkt = sim.new_packet(FlowKey(1, 2, PROTO_UDP, 1, 2), 1451 - 28, 42)  # IP length 1451
+    pkt.core = cl.hosts[0].cpus.cores[0]
+    vx.xmit(pkt)
+    assert sim.drops[(vx.name, "mtu_exceeded_df")] == 1
+    ok = sim.new_packet(FlowKey(1, 2, PROTO_UDP, 1, 2), 1450 - 28, 42)  # exactly the MTU
+    ok.core = cl.hosts[0].cpus.cores[0]
+    ok.dst_mac = next(iter(vx.fdb))  # the remote container: a known VTEP
+    vx.xmit(ok)
+    assert sim.dropped == 1
+    assert vx.encapsulated == 1
+
+
+def test_overlay_mtu_must_leave_room_for_the_50_byte_header() -> None:
+    sim = Sim(seed=1)
+    cl = build_cluster(sim, ClusterSpec(hosts=2, mtu_bytes=117))
+    with pytest.raises(ConfigError, match="mtu_bytes: got 117; allowed: >= 118"):
+        build_overlay(cl, 1)
+
+
+def test_same_host_bridge_keeps_the_transmit_path_on_the_sender_core() -> None:
+    """veth queues on the current CPU's backlog: the sender core runs veth, bridge, netfilter
+    and the receiver's TCP; the receiving app core only copies."""
+    r = run(RunSpec(mode="bridge", placement="same-host", containers_per_host=2, duration_s=0.01, warmup_s=0.002,
+                    cluster=ClusterSpec(hosts=1, cores=2)))
+    stages = r.stages.set_index("stage")["cpu_s"]
+    assert stages["bridge_forward"] > 0 and stages["veth_xmit"] > 0 and stages["conntrack_lookup"] > 0
+    assert "nic_rx" not in stages.index and "vxlan_encap" not in stages.index
+    busy = r.cores.set_index("core")["busy_s"]
+    assert (r.cores["utilisation"] <= 1.0 + 1e-9).all()
+    assert busy.sum() > 0
+
+
+def test_overlay_costs_more_cpu_per_byte_than_host_mode_on_the_same_cluster() -> None:
+    """Emerges from the extra stages (veth, bridge, encap/decap); not a written-down ratio."""
+    kw = dict(duration_s=0.01, warmup_s=0.002, cluster=ClusterSpec(hosts=2, cores=2))
+    host = run(RunSpec(mode="host", **kw)).summary()
+    overlay = run(RunSpec(mode="overlay", **kw)).summary()
+    assert overlay["cpu_s_per_gb"] > host["cpu_s_per_gb"]
