@@ -90,6 +90,29 @@ class NetNs:
         mask = ((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1) if plen else 0
         self.routes.add(ip & mask, plen, dev, src=ip)
 
+    def add_route(self, cidr: str, via: str | None = None, dev: str | None = None, metric: int = 0) -> None:
+        """``ip route add CIDR [via GW] [dev DEV]``, refusing a route to nowhere.
+
+        As Linux does (``Nexthop has invalid gateway``), the gateway must lie on a connected
+        subnet of this namespace; without a gateway the device must be named.
+        """
+        key = f"{self.name}.routes[{cidr}]"
+        if via is None and dev is None:
+            raise ConfigError(key, "no via, no dev", "a gateway ('via') or a device ('dev')")
+        out = self.device(dev) if dev is not None else None
+        if via is not None:
+            from perfsim.core.addr import ip as parse_ip
+
+            try:
+                gw = parse_ip(via)
+            except ConfigError:
+                raise ConfigError(f"{key}.via", via, "an IPv4 address like 10.0.0.1") from None
+            onlink = self.routes.lookup(gw)
+            if onlink is None or onlink.gateway is not None or (out is not None and onlink.dev is not out):
+                raise ConfigError(f"{key}.via", via, "an address on a connected subnet of this namespace")
+            out = onlink.dev
+        self.routes.add_cidr(cidr, out, gateway=via, metric=metric)
+
     def device(self, ifname: str) -> NetDevice:
         try:
             return self.devices[ifname]

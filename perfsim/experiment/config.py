@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from perfsim.errors import ConfigError, check_number
 from perfsim.topology.cluster import ClusterSpec
+from perfsim.units import VXLAN_OVERHEAD_BYTES
 
 WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
 PLACEMENTS = ("same-host", "cross-host")
@@ -54,6 +55,8 @@ class RunSpec:
             raise ConfigError("placement", self.placement, f"same-host for mode {self.mode} (cross-host needs published ports)")
         if self.placement == "cross-host" and self.cluster.hosts < 2:
             raise ConfigError("hosts", self.cluster.hosts, ">= 2 for cross-host placement")
+        if self.mode == "overlay" and self.cluster.mtu_bytes < 68 + VXLAN_OVERHEAD_BYTES:
+            raise ConfigError("mtu_bytes", self.cluster.mtu_bytes, f">= {68 + VXLAN_OVERHEAD_BYTES} for an overlay (50 B of VXLAN headers)")
         check_number("streams", self.streams, low=1, high=1_000_000, integer=True)
         check_number("containers_per_host", self.containers_per_host, low=1, high=100_000, integer=True)
         if self.message_size is not None:

@@ -19,13 +19,15 @@ from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.experiment.config import RunSpec
 from perfsim.components.link import Link
-from perfsim.metrics.frames import core_frame, drop_frame, link_frame, stage_frame
+from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_frame
 from perfsim.topology.cluster import build_cluster
 from perfsim.topology.modes import MODES
 from perfsim.transport.workloads import Flow, start_workload
 
 START_JITTER_S = 50e-6
 """Flows start at a random time in [0, 50 µs), as separately launched netperf processes do."""
+TABLE_SAMPLES = 20
+"""Table occupancy is sampled this many times per run."""
 SERVER_PORT_BASE = 5001
 CLIENT_PORT_BASE = 32768
 
@@ -45,6 +47,8 @@ class Result:
     cores: pd.DataFrame
     links: pd.DataFrame
     drops: pd.DataFrame
+    tables: pd.DataFrame
+    """Occupancy of every conntrack, neighbour and FDB table over time."""
     accounting: dict[str, int]
     """Packets created, delivered, dropped and still in flight at the end (counted where they are)."""
     latencies_s: np.ndarray
@@ -115,6 +119,7 @@ def run(spec: RunSpec) -> Result:
         snapshot["links"] = {link.name: link.work_done(now) for link in links}
 
     sim.call_at(spec.warmup_s, take_snapshot, None)
+    sampler = TableSampler(sim, spec.duration_s / TABLE_SAMPLES)
     sim.run(spec.duration_s)
     dur = spec.duration_s - spec.warmup_s
     rows = []
@@ -129,6 +134,7 @@ def run(spec: RunSpec) -> Result:
         cores=core_frame(cl.hosts, spec.duration_s, dur, snapshot.get("cores")),
         links=link_frame(links, spec.duration_s, dur, snapshot.get("links")),
         drops=drop_frame(sim),
+        tables=sampler.frame(),
         accounting={
             "created": sim.created, "delivered": sim.delivered,
             "dropped": sim.dropped, "in_flight": sim.in_flight(),

@@ -63,3 +63,36 @@ def percentile_us(samples_s: Any, q: float) -> float:
     if len(samples_s) == 0:
         return float("nan")
     return float(np.percentile(np.asarray(samples_s, dtype=float), q) * 1e6)
+
+
+class TableSampler:
+    """Samples the occupancy of every kernel table (conntrack, neighbour, bridge FDB) at a
+    fixed interval: the "table occupancy over time" frame. Costs one event per interval."""
+
+    def __init__(self, sim: Sim, interval_s: float) -> None:
+        from perfsim.components.bridge import Bridge
+        from perfsim.components.conntrack import Conntrack
+        from perfsim.components.neighbour import NeighbourTable
+
+        self.sim = sim
+        self.interval_s = interval_s
+        self.rows: list[tuple[float, str, str, int, int]] = []
+        self._tables: list[tuple[str, str, Any, int]] = []
+        for name, el in sim.elements.items():
+            if isinstance(el, Conntrack):
+                self._tables.append(("conntrack", name, el.count, el.max_entries))
+            elif isinstance(el, NeighbourTable):
+                self._tables.append(("neighbour", name, el.__len__, el.gc_thresh3))
+            elif isinstance(el, Bridge):
+                self._tables.append(("fdb", name, el.fdb_size, el.fdb_max_learned))
+        sim.call_at(sim.now, self._sample, None)
+
+    def _sample(self, _: Any) -> None:
+        now = self.sim.now
+        for kind, name, count, limit in self._tables:
+            self.rows.append((now, kind, name, int(count()), int(limit)))
+        self.sim.call_in(self.interval_s, self._sample, None)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (time, table): ``t_s, table, name, entries, limit`` (limit 0 = none)."""
+        return pd.DataFrame(self.rows, columns=["t_s", "table", "name", "entries", "limit"])
