@@ -1,0 +1,22 @@
+"""The benchmarks run and print their figures in the agreed format (speed is not asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+def test_engine_benchmark_quick_prints_the_required_lines() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/engine.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for name in ("perfsim", "simpy"):
+        assert re.search(rf"^{name} packets_per_s=\d+ events_per_s=\d+$", out, re.M), out
+    assert re.search(r"^ratio perfsim/simpy=[\d.]+$", out, re.M), out
