@@ -7,7 +7,7 @@ the Python API lets it propagate.  Nothing else in perfsim should reach a user a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 
 class PerfsimError(Exception):
@@ -56,7 +56,7 @@ def check_number(
     if too_low or too_high:
         kind = "an integer" if integer else "a number"
         raise ConfigError(field, value, f"{kind}{_range_text(low, high, low_inclusive)}")
-    return value
+    return cast(float, value)
 
 
 def _range_text(low: float | None, high: float | None, low_inclusive: bool) -> str:

@@ -18,5 +18,5 @@ def test_engine_benchmark_quick_prints_the_required_lines() -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for name in ("perfsim", "simpy"):
-        assert re.search(rf"^{name} packets_per_s=\d+ events_per_s=\d+$", out, re.M), out
-    assert re.search(r"^ratio perfsim/simpy=[\d.]+$", out, re.M), out
+        assert re.search(rf"^{name} packets_per_s=\d+ events_per_s=\d+$", out, re.MULTILINE), out
+    assert re.search(r"^ratio perfsim/simpy=[\d.]+$", out, re.MULTILINE), out

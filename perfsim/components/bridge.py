@@ -82,7 +82,7 @@ class FdbEntry(NamedTuple):
 class _Entry:
     """A live FDB entry (mutable, slotted: touched on every frame)."""
 
-    __slots__ = ("port", "last_seen_s", "static", "sticky")
+    __slots__ = ("last_seen_s", "port", "static", "sticky")
 
     def __init__(
         self, port: NetDevice, last_seen_s: float, static: bool = False, sticky: bool = False
@@ -257,8 +257,7 @@ class Bridge(NetDevice):
             if not e.static and now - e.last_seen_s >= self.ageing_time_s:
                 self.aged_out += 1  # expired, not yet collected: re-learned in place
                 self.learned += 1
-                if now + self.ageing_time_s < self._gc_due_s:
-                    self._gc_due_s = now + self.ageing_time_s
+                self._gc_due_s = min(self._gc_due_s, now + self.ageing_time_s)
             e.last_seen_s = now
             if e.port is not port and not e.sticky:
                 e.port = port
@@ -273,8 +272,7 @@ class Bridge(NetDevice):
         self._fdb[mac] = _Entry(port, now)
         self._n_learned += 1
         self.learned += 1
-        if now + self.ageing_time_s < self._gc_due_s:
-            self._gc_due_s = now + self.ageing_time_s
+        self._gc_due_s = min(self._gc_due_s, now + self.ageing_time_s)
         self._note_size()
 
     def _gc(self, now: float) -> None:
@@ -294,8 +292,7 @@ class Bridge(NetDevice):
 
     def _note_size(self) -> None:
         n = len(self._fdb)
-        if n > self.fdb_max_seen:
-            self.fdb_max_seen = n
+        self.fdb_max_seen = max(self.fdb_max_seen, n)
 
     # -- datapath -------------------------------------------------------------------------------
     def handle(self, pkt: Packet, in_port: NetDevice) -> None:

@@ -105,9 +105,22 @@ class CtEntry:
     """
 
     __slots__ = (
-        "table", "orig", "reply", "state", "assured", "seen_reply", "fin_dirs", "created_s",
-        "expires_s", "dead", "dnat_init", "snat_init", "nat_dst", "nat_src", "ref_orig",
+        "assured",
+        "created_s",
+        "dead",
+        "dnat_init",
+        "expires_s",
+        "fin_dirs",
+        "nat_dst",
+        "nat_src",
+        "orig",
+        "ref_orig",
         "ref_reply",
+        "reply",
+        "seen_reply",
+        "snat_init",
+        "state",
+        "table",
     )
 
     def __init__(
@@ -141,7 +154,7 @@ class CtEntry:
 class CtRef:
     """What ``pkt.ct`` holds: an entry and the packet's direction (``skb->_nfct`` + ctinfo)."""
 
-    __slots__ = ("entry", "table", "is_reply")
+    __slots__ = ("entry", "is_reply", "table")
 
     def __init__(self, entry: CtEntry, is_reply: bool) -> None:
         self.entry = entry
@@ -290,8 +303,7 @@ class Conntrack:
         self._unassured[e] = None
         self._n += 1
         self.inserted += 1
-        if self._n > self.max_count:
-            self.max_count = self._n
+        self.max_count = max(self.max_count, self._n)
         self._seq += 1
         heappush(self._heap, (e.expires_s, self._seq, e))
         if not self._gc_running:

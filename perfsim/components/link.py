@@ -80,11 +80,10 @@ class Link(Element):
         nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
         tx = nbytes * self._s_per_byte
         busy = self._busy_until
-        departure = (busy if busy > now else now) + tx
+        departure = (max(now, busy)) + tx
         self._busy_until = departure
         dq.append(departure)
-        if len(dq) > self.max_queue:
-            self.max_queue = len(dq)
+        self.max_queue = max(self.max_queue, len(dq))
         self.sent_packets += 1
         self.sent_bytes += nbytes
         self.busy_s += tx

@@ -84,16 +84,16 @@ class _Entry:
     """One neighbour. ``mac`` is set exactly when the entry can be used to send."""
 
     __slots__ = (
+        "confirmed_s",
+        "dev",
         "ip",
         "mac",
-        "state",
-        "dev",
         "pending",
+        "probes",
+        "state",
+        "token",
         "updated_s",
         "used_s",
-        "confirmed_s",
-        "probes",
-        "token",
     )
 
     def __init__(self, ip: int, state: NudState, now: float) -> None:
@@ -382,8 +382,7 @@ class NeighbourTable:
         if state != _PERMANENT:
             self._gc_entries += 1
         n = len(self._entries)
-        if n > self.max_size:
-            self.max_size = n
+        self.max_size = max(self.max_size, n)
         if n >= self.gc_thresh1 and not self._periodic_armed:
             self._periodic_armed = True
             self.sim.call_in(self.base_reachable_s / 2, self._periodic_gc, None)
@@ -440,7 +439,7 @@ class NeighbourTable:
                 continue
             if state == _REACHABLE and now - e.confirmed_s <= self.base_reachable_s:
                 continue  # still REACHABLE: its timer is pending in Linux
-            used = e.used_s if e.used_s > e.confirmed_s else e.confirmed_s
+            used = max(e.confirmed_s, e.used_s)
             if state == _FAILED or now - used > self.gc_stale_s:
                 victims.append(e)
         for e in victims:

@@ -130,8 +130,21 @@ class _Compiled:
     """A rule flattened for the per-packet walk (-1 / 0 mean "any")."""
 
     __slots__ = (
-        "rule", "target", "proto", "src_net", "src_mask", "dst_net", "dst_mask", "dport",
-        "in_name", "in_neg", "in_pfx", "out_name", "out_neg", "out_pfx", "ctbits",
+        "ctbits",
+        "dport",
+        "dst_mask",
+        "dst_net",
+        "in_name",
+        "in_neg",
+        "in_pfx",
+        "out_name",
+        "out_neg",
+        "out_pfx",
+        "proto",
+        "rule",
+        "src_mask",
+        "src_net",
+        "target",
     )
 
     def __init__(self, rule: Rule) -> None:
@@ -172,7 +185,14 @@ class Chain:
     """A built-in chain: its rules, policy and counters (``iptables -L -v``)."""
 
     __slots__ = (
-        "table", "name", "rules", "compiled", "policy_drop", "packets", "rules_evaluated", "drops",
+        "compiled",
+        "drops",
+        "name",
+        "packets",
+        "policy_drop",
+        "rules",
+        "rules_evaluated",
+        "table",
     )
 
     def __init__(self, table: str, name: str) -> None:
@@ -519,4 +539,4 @@ class Netfilter:
 
 
 def _ifname(dev: Any) -> str | None:
-    return None if dev is None else dev.ifname  # type: ignore[no-any-return]
+    return None if dev is None else dev.ifname

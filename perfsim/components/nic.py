@@ -82,7 +82,7 @@ class Nic(NetDevice):
             if pkt.segs > 1:
                 self._gro.charge_frames(pkt)
             self.receive(pkt)
-        q.append(core.busy_until_s if core.busy_until_s > now else now)
+        q.append(max(now, core.busy_until_s))
 
 
 def _split(sim: Sim, pkt: Packet) -> list[Packet]:

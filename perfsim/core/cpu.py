@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class Core:
     """One CPU core of a host. ``busy_s`` is the total work it has been given."""
 
-    __slots__ = ("name", "index", "busy_until_s", "busy_s", "backlog", "backlog_limit")
+    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name")
 
     def __init__(self, name: str, index: int, backlog_limit: int = 1000) -> None:
         self.name = name
@@ -100,7 +100,7 @@ class Stage:
     ``cpu_s`` and ``packets`` accumulate what the stage charged, for the per-stage CPU frame.
     """
 
-    __slots__ = ("name", "host", "per_packet_s", "per_byte_s", "cpu_s", "packets")
+    __slots__ = ("cpu_s", "host", "name", "packets", "per_byte_s", "per_packet_s")
 
     def __init__(self, name: str, host: str, cost: StageCost) -> None:
         self.name = name

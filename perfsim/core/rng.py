@@ -36,7 +36,7 @@ class ExpSampler:
     ``mean_s`` is the mean; ``next()`` returns one sample in seconds.
     """
 
-    __slots__ = ("_gen", "_mean_s", "_block", "_buf", "_i")
+    __slots__ = ("_block", "_buf", "_gen", "_i", "_mean_s")
 
     def __init__(self, gen: np.random.Generator, mean_s: float, block: int = 4096) -> None:
         self._gen = gen

@@ -13,8 +13,9 @@ single callback is ``fn(pkt)``.  A packet crossing three links therefore costs t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from heapq import heappush
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
@@ -30,7 +31,7 @@ NORMAL_PRIORITY = 1  # simpy.events.NORMAL
 class _Call:
     """A minimal SimPy event: at its time, ``fn(arg)`` runs. Quacks like ``simpy.Event``."""
 
-    __slots__ = ("callbacks", "_ok", "_value", "fn", "arg")
+    __slots__ = ("_ok", "_value", "arg", "callbacks", "fn")
 
     def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
         self.callbacks: list[Callable[[Any], None]] | None = [_fire]
@@ -73,7 +74,7 @@ class Sim:
         self.drops: Counter[tuple[str, str]] = Counter()
         """Drops by (site, reason)."""
         self.elements: dict[str, Any] = {}
-        self._queue = self.env._queue
+        self._queue: list[Any] = self.env._queue
         self._eid = self.env._eid
 
     # -- time and scheduling ---------------------------------------------------------------
@@ -105,7 +106,7 @@ class Sim:
             fn(pkt)
             return now
         busy = core.busy_until_s
-        finish = (busy if busy > now else now) + work
+        finish = (max(now, busy)) + work
         core.busy_until_s = finish
         core.busy_s += work
         pkt.work_s = 0.0
@@ -177,7 +178,7 @@ def reserve(core: object, now_s: float, cost_s: float) -> float:
     Returns the finish time; the caller waits until then (e.g. ``yield env.timeout(f - now)``).
     """
     busy = core.busy_until_s  # type: ignore[attr-defined]
-    finish = (busy if busy > now_s else now_s) + cost_s
+    finish = (max(now_s, busy)) + cost_s
     core.busy_until_s = finish  # type: ignore[attr-defined]
     core.busy_s += cost_s  # type: ignore[attr-defined]
     return finish

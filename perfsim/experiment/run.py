@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfsim.components.link import Link
 from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.experiment.config import RunSpec
-from perfsim.components.link import Link
 from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_frame
 from perfsim.topology.cluster import build_cluster
 from perfsim.topology.modes import MODES
