@@ -37,8 +37,8 @@ Model (what Linux does, and where the CPU time goes)
   (``sock_rx_copy``: wakeup + copy per call).
 * **Connections.** ``connect()`` and ``accept()`` each cost ``tcp_connect`` once on the
   application core; SYN / SYN-ACK / ACK and FIN / FIN / ACK are ordinary skbs (``tcp_tx`` /
-  ``tcp_rx``).  The closer's port is released when it enters TIME_WAIT (like
-  ``tcp_tw_reuse``); conntrack keeps its own TIME_WAIT state downstream.
+  ``tcp_rx``).  The closer stays in TIME_WAIT for 1 s (re-ACKing a repeated FIN) and then
+  frees its port, as ``tcp_tw_reuse`` allows; conntrack keeps its own TIME_WAIT downstream.
 
 Packets are consumed when the receiving stack has processed them; the queues hold byte
 ranges, not packets, so a connection holds no packets (nothing to report to ``in_flight``).
@@ -69,6 +69,10 @@ DELAYED_ACK_S = 0.04
 MAX_RETRIES = 15
 """``tcp_retries2``: consecutive timeouts before the connection is aborted."""
 MAX_SYN_RETRIES = 6
+TIME_WAIT_REUSE_S = 1.0
+"""How long a TIME_WAIT socket keeps its port (re-ACKing a repeated FIN) before a new
+connection may take it over: ``tcp_tw_reuse`` allows reuse after 1 s (Linux holds TIME_WAIT
+60 s, which conntrack models on its own)."""
 DEFAULT_SNDBUF_BYTES = 4 * 1024 * 1024
 DEFAULT_RCVBUF_BYTES = 6 * 1024 * 1024
 
@@ -96,7 +100,7 @@ class LazyTimer:
     the new deadline when it fires.  ``cancel()`` disarms it.
     """
 
-    __slots__ = ("sim", "fn", "deadline", "_sched")
+    __slots__ = ("_sched", "deadline", "fn", "sim")
 
     def __init__(self, sim: Sim, fn: Any) -> None:
         self.sim = sim
@@ -333,6 +337,8 @@ class TcpConnection:
             if self.listener is not None:
                 self.listener._queue_accept(self)
         elif st in (CLOSED, SYN_SENT, TIME_WAIT):
+            if st == TIME_WAIT and kind == FIN:
+                self._send_ctrl(ACK, self.snd_nxt, core)  # our last ACK was lost
             return
         self._rx_core = core
         self._on_ack(pkt, core)
@@ -387,7 +393,7 @@ class TcpConnection:
 
     def _rcv_wnd(self) -> int:
         w = self.rcvbuf - (self._readable_end - self._read_seq)
-        return w if w > 0 else 0
+        return max(0, w)
 
     def _stamp_ack(self, pkt: Packet) -> None:
         """Put the cumulative ACK and window on an outgoing skb; it acknowledges everything."""
@@ -453,8 +459,7 @@ class TcpConnection:
                 if self._fin_queued and nxt == self.write_end:
                     rexmit = nxt < self.snd_max
                     self.snd_nxt = nxt + 1
-                    if self.snd_max < nxt + 1:
-                        self.snd_max = nxt + 1
+                    self.snd_max = max(self.snd_max, nxt + 1)
                     self._out.append([nxt, nxt + 1, 1, now, rexmit])
                     if rexmit:
                         self._count_rexmit(1)
@@ -464,16 +469,15 @@ class TcpConnection:
                 break
             cwnd_edge = una + (self.cwnd + (self.dupacks if self.in_recovery else 0)) * mss
             right = self.snd_right
-            room = (cwnd_edge if cwnd_edge < right else right) - nxt
+            room = min(right, cwnd_edge) - nxt
             if room < mss and room < data:
                 if cwnd_edge <= right:
                     self._cwnd_limited = True
                 elif self.snd_max <= una and self._rto.deadline is None:
                     self._rto.set(now + self._rto_s())  # persist timer: window probe later
                 break
-            size = data if data < room else room
-            if size > self.max_skb:
-                size = self.max_skb
+            size = min(room, data)
+            size = min(size, self.max_skb)
             if size < data:
                 size -= size % mss
             elif size % mss and nxt > una and self.snd_sml > una:
@@ -485,8 +489,7 @@ class TcpConnection:
                 self.snd_sml = end
             self.snd_nxt = end
             rexmit = nxt < self.snd_max
-            if end > self.snd_max:
-                self.snd_max = end
+            self.snd_max = max(self.snd_max, end)
             self._out.append([nxt, end, -(-size // mss), now, rexmit])
             self._send_data(nxt, size, core, rexmit)
         out = -(-(self.snd_nxt - self.snd_una) // mss)
@@ -540,8 +543,7 @@ class TcpConnection:
         if sample >= 0.0:
             self._rtt_sample(sample)
         self.snd_una = ack
-        if self.snd_nxt < ack:
-            self.snd_nxt = ack
+        self.snd_nxt = max(self.snd_nxt, ack)
         self.snd_right = ack + pkt.wnd
         self._backoff = self._retries = 0
         if self.in_recovery:
@@ -708,14 +710,22 @@ class TcpConnection:
         self.state = state
         self._rto.cancel()
         self._delack.cancel()
-        if self.listener is not None:
-            self.listener._forget(self)
+        if state == TIME_WAIT:
+            self.sim.call_in(TIME_WAIT_REUSE_S, self._release, None)
         else:
-            self.ns.unbind(PROTO_TCP, self.flow.sport)
+            self._release(None)
         self._wake_reader()
         for ev in (self._space_ev, self._est_ev):
             if ev is not None and not ev.triggered:
                 ev.succeed(False)
+
+    def _release(self, _: Any) -> None:
+        """Give the port back (or leave the listener's table): the connection is gone."""
+        self.state = CLOSED
+        if self.listener is not None:
+            self.listener._forget(self)
+        else:
+            self.ns.unbind(PROTO_TCP, self.flow.sport)
 
     def _on_delack(self) -> None:
         if self._ack_pending and self.state not in (CLOSED, TIME_WAIT):

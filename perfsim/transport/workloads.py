@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from perfsim.errors import ConfigError, check_number
 from perfsim.transport.stats import FlowStats
-from perfsim.transport.tcp import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES, TcpConnection, TcpListener
+from perfsim.transport.tcp import (
+    DEFAULT_RCVBUF_BYTES,
+    DEFAULT_SNDBUF_BYTES,
+    TcpConnection,
+    TcpListener,
+)
 from perfsim.transport.udp import DEFAULT_UDP_RCVBUF_BYTES, MAX_DATAGRAM_BYTES, UdpSocket, udp_segs
 
 if TYPE_CHECKING:
