@@ -240,6 +240,7 @@ class NetNs:
         self._neigh_xmit(pkt, out, route.gateway)
 
     def _deliver_local(self, pkt: Packet) -> None:
+        pkt.frags = False  # ip_defrag: the socket receives one reassembled skb
         flow = pkt.flow
         sock = self.sockets.get((flow.proto, flow.dport))
         if sock is None:

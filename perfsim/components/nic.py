@@ -54,7 +54,7 @@ class Nic(NetDevice):
     def xmit(self, pkt: Packet) -> None:
         self.tx_packets += 1
         self._dev_xmit.charge(pkt)
-        if pkt.segs > 1 and not self.host.offloads.tso:
+        if pkt.segs > 1 and not pkt.frags and not self.host.offloads.tso:
             self._gso.charge_frames(pkt)
         self._nic_tx.charge(pkt)
         self.sim.after_work(pkt, self.tx_link.put)
@@ -71,7 +71,7 @@ class Nic(NetDevice):
             self.sim.drop(pkt, self.name, "rx_backlog_full")
             return
         pkt.ct = None
-        if pkt.segs > 1 and not host.offloads.gro:
+        if pkt.segs > 1 and not pkt.frags and not host.offloads.gro:
             for frame in _split(self.sim, pkt):
                 frame.core = core
                 self._nic_rx.charge(frame)
@@ -79,7 +79,7 @@ class Nic(NetDevice):
         else:
             pkt.core = core
             self._nic_rx.charge_frames(pkt)
-            if pkt.segs > 1:
+            if pkt.segs > 1 and not pkt.frags:
                 self._gro.charge_frames(pkt)
             self.receive(pkt)
         q.append(max(now, core.busy_until_s))

@@ -1,7 +1,8 @@
 """VXLAN tunnel endpoints (VTEPs), as Docker's overlay driver and Flannel's vxlan backend use.
 
 Transmit (``VxlanDevice.xmit``, usually called by the overlay bridge): charge ``vxlan_encap``,
-check the inner frame against the device MTU (1450 by default, leaving room for the 50 B of
+check the inner frame against the device MTU (too large: dropped if DF is set, else cut into
+IP fragments, each with its own headers) (1450 by default, leaving room for the 50 B of
 outer headers under a 1500 B underlay), look up the remote VTEP for the inner destination MAC
 in the device's FDB, pick the outer UDP source port from the inner flow hash (so the receiving
 NIC's RSS spreads different inner flows over cores, and keeps one inner flow on one core),
@@ -21,7 +22,7 @@ from perfsim.components.netdev import NetDevice
 from perfsim.core.cpu import flow_hash
 from perfsim.core.packet import BROADCAST_MAC, PROTO_UDP, FlowKey, Packet
 from perfsim.errors import ConfigError, check_number
-from perfsim.units import VXLAN_OVERHEAD_BYTES
+from perfsim.units import ETH_HDR_BYTES, VXLAN_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     from perfsim.components.host import Host
@@ -86,7 +87,6 @@ class VxlanDevice(NetDevice):
         self.learning = learning
         self.fdb: dict[int, int] = {}
         self.flood_remotes: list[int] = []
-        key = ("vxlan", port)
         sock = underlay.sockets.get((PROTO_UDP, port))
         if sock is None:
             sock = VxlanSocket(underlay, port)
@@ -95,11 +95,11 @@ class VxlanDevice(NetDevice):
         if vni in sock.devices:
             raise ConfigError(f"{name}.vni", vni, "a VNI not already used on this underlay")
         sock.devices[vni] = self
-        self._key = key
         self._encap = host.stage("vxlan_encap")
         self._decap = host.stage("vxlan_decap")
         self.encapsulated = 0
         self.decapsulated = 0
+        self.fragmented = 0
 
     def add_remote(self, mac: int, remote_ip: int) -> None:
         """``bridge fdb add MAC dev vxlan dst REMOTE``: a static FDB entry."""
@@ -113,9 +113,17 @@ class VxlanDevice(NetDevice):
     def xmit(self, pkt: Packet) -> None:
         self.tx_packets += 1
         self._encap.charge(pkt)
-        if pkt.l3_bytes_per_seg > self.mtu_bytes:
-            self.sim.drop(pkt, self.name, "mtu_exceeded_df" if pkt.df else "mtu_exceeded")
-            return
+        l3 = pkt.l3_bytes_per_seg
+        if l3 > self.mtu_bytes:
+            if pkt.df:
+                self.sim.drop(pkt, self.name, "mtu_exceeded_df")
+                return
+            # DF clear: fragment. Each fragment carries its own headers.
+            per_frame = self.mtu_bytes - (pkt.hdr_bytes - ETH_HDR_BYTES)
+            pkt.segs = -(-pkt.payload_bytes // per_frame)
+            pkt.size_bytes = pkt.payload_bytes + pkt.segs * pkt.hdr_bytes
+            pkt.frags = True
+            self.fragmented += 1
         remote = self.fdb.get(pkt.dst_mac) if pkt.dst_mac != BROADCAST_MAC else None
         if remote is None:
             remotes = self.flood_remotes

@@ -111,8 +111,10 @@ class Stage:
         self.packets = 0
 
     def charge(self, pkt: Packet) -> None:
-        """Charge one skb: per-packet cost once, per-byte cost for every byte."""
-        c = self.per_packet_s + self.per_byte_s * pkt.size_bytes
+        """Charge one skb (each fragment, if ``pkt.frags``): per-packet cost once per skb,
+        per-byte cost for every byte."""
+        a = self.per_packet_s * pkt.segs if pkt.frags else self.per_packet_s
+        c = a + self.per_byte_s * pkt.size_bytes
         pkt.work_s += c
         self.cpu_s += c
         self.packets += 1

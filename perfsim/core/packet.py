@@ -1,7 +1,9 @@
 """Packets, flow keys and the encapsulation stack.
 
 A :class:`Packet` is one skb: either a single frame (``segs == 1``) or a GSO/GRO
-super-segment that stands for ``segs`` wire frames of the same flow.  A super-segment pays a
+super-segment that stands for ``segs`` wire frames of the same flow.  With ``frags`` set, the
+``segs`` frames are IP fragments instead: separate skbs that every stage pays for one by one
+until the destination's IP layer reassembles them.  A super-segment pays a
 stage's per-packet cost once and its per-byte cost for every byte, which is why offloads make
 the kernel cheap per byte (DESIGN.md, "The cost model").
 
@@ -65,6 +67,7 @@ class Packet:
         "ct",
         "dev",
         "df",
+        "frags",
         "dst_mac",
         "encap",
         "flow",
@@ -115,6 +118,7 @@ class Packet:
         self.t_created = t_created
         self.t_sent = t_created
         self.df = True
+        self.frags = False
         self.ttl = 64
         self.encap: list[tuple[FlowKey, int, int, int, int]] | None = None
         self.ct: Any = None

@@ -96,6 +96,7 @@ class UdpSocket:
                                   UDP_FRAME_HDR_BYTES, segs, DATA, owner=self)
         if segs > 1:
             pkt.df = False
+            pkt.frags = True
         core = self.app_core
         pkt.core = core
         self._tx_copy.charge_bytes(pkt, nbytes)

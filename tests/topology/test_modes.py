@@ -92,3 +92,62 @@ def test_overlay_costs_more_cpu_per_byte_than_host_mode_on_the_same_cluster() ->
     host = run(RunSpec(mode="host", **kw)).summary()
     overlay = run(RunSpec(mode="overlay", **kw)).summary()
     assert overlay["cpu_s_per_gb"] > host["cpu_s_per_gb"]
+
+
+def test_vxlan_fragments_an_oversized_packet_without_df_and_each_fragment_gets_50_bytes() -> None:
+    sim = Sim(seed=1)
+    cl = build_cluster(sim, ClusterSpec(hosts=2))
+    ep = build_overlay(cl, 1)
+    vx = next(el for el in sim.elements.values() if isinstance(el, VxlanDevice))
+    wire: list[tuple[int, int, int]] = []
+    assert cl.switch is not None
+    _record(cl.switch, "put", wire)
+    flow = FlowKey(ep(0, 0).ip, ep(1, 0).ip, PROTO_UDP, 1, 2)
+    pkt = sim.new_packet(flow, 2000, 42)  # IP length 2028 > 1450
+    pkt.df = False
+    pkt.core = cl.hosts[0].cpus.cores[0]
+    pkt.dst_mac = next(iter(vx.fdb))
+    vx.xmit(pkt)
+    sim.run(0.01)
+    assert vx.fragmented == 1
+    assert dict(sim.drops) == {("h1c0", "no_socket"): 1}  # reassembled at the far container
+    # 2000 B of payload in fragments of 1450 - 28 = 1422 B: two frames, each 42 + 50 B of headers
+    assert wire == [(pkt.id, 2000 + 2 * (42 + VXLAN_OVERHEAD_BYTES), 2)]
+
+
+def test_offloads_off_pays_per_packet_costs_per_frame_and_costs_more_cpu_per_byte() -> None:
+    kw = {"duration_s": 0.01, "warmup_s": 0.002, "mode": "host"}
+    on = run(RunSpec(cluster=ClusterSpec(hosts=2, cores=2, offloads=True), **kw))
+    off = run(RunSpec(cluster=ClusterSpec(hosts=2, cores=2, offloads=False), **kw))
+    tcp_on = on.stages.query("stage == 'tcp_tx' and host == 'h0'")["skbs"].iloc[0]
+    tcp_off = off.stages.query("stage == 'tcp_tx' and host == 'h0'")["skbs"].iloc[0]
+    bytes_on, bytes_off = on.flows["bytes"].sum(), off.flows["bytes"].sum()
+    # GSO: ~40x fewer skbs per byte through the stack
+    assert (tcp_off / bytes_off) > 10 * (tcp_on / bytes_on)
+    assert off.summary()["cpu_s_per_gb"] > on.summary()["cpu_s_per_gb"]
+    assert "gro" in set(on.stages["stage"]) and "gro" not in set(off.stages["stage"])
+
+
+def test_rps_steers_the_veth_receive_to_the_flow_hash_core() -> None:
+    from perfsim.components.host import Host
+    from perfsim.components.netdev import veth_pair
+
+    sim = Sim(seed=5)
+    host = Host(sim, "h", cores=4, rps=True)
+    a, b = veth_pair(host, "h/a", 1, "h/b", 2)
+    seen: dict[FlowKey, object] = {}
+
+    class FakeNs:
+        def ip_rcv(self, pkt: Packet, dev: object) -> None:
+            seen[pkt.flow] = pkt.core
+            sim.consume(pkt)
+
+    b.ns = FakeNs()
+    flows = [FlowKey(1, 2, PROTO_UDP, sport, 80) for sport in range(1000, 1016)]
+    for flow in flows:
+        pkt = sim.new_packet(flow, 100, 42)
+        pkt.core = host.cpus.cores[0]
+        a.xmit(pkt)
+    sim.run(0.01)
+    assert seen == {f: host.cpus.rss(f) for f in flows}
+    assert len({id(c) for c in seen.values()}) > 1  # spread over several cores, not only the sender's
