@@ -67,16 +67,21 @@ class Link(Element):
         self.max_queue = 0
 
     def put(self, pkt: Packet) -> None:
+        self.enqueue(pkt)
+
+    def enqueue(self, pkt: Packet) -> float:
+        """Queue ``pkt``; return the time its last bit leaves the transmitter, or -1.0 if it
+        was dropped."""
         now = self.sim.env._now
         dq = self._departures
         while dq and dq[0] <= now:
             dq.popleft()
         if len(dq) >= self.queue_packets:
             self.sim.drop(pkt, self.name, "queue_full")
-            return
+            return -1.0
         if pkt.hdr_bytes - ETH_HDR_BYTES + pkt.payload_bytes // pkt.segs > self.mtu_bytes:
             self.sim.drop(pkt, self.name, "mtu_exceeded")
-            return
+            return -1.0
         nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
         tx = nbytes * self._s_per_byte
         busy = self._busy_until
@@ -88,6 +93,7 @@ class Link(Element):
         self.sent_bytes += nbytes
         self.busy_s += tx
         self.sim.call_at(departure + self.delay_s, self.out.put, pkt)  # type: ignore[union-attr]
+        return departure
 
     def queue_len(self) -> int:
         """Packets queued or in transmission now."""

@@ -74,6 +74,9 @@ class VethEnd(NetDevice):
     def xmit(self, pkt: Packet) -> None:
         self.tx_packets += 1
         self._xmit_stage.charge(pkt)
+        owner = pkt.owner
+        if owner is not None:
+            owner.on_xmit_done(pkt, self.sim.env._now)  # dev_forward_skb orphans the skb
         peer = self.peer
         assert peer is not None
         if self.host.rps:

@@ -174,6 +174,8 @@ class NetNs:
 
     def _loopback_deliver(self, pkt: Packet) -> None:
         self._loopback.charge(pkt)
+        if pkt.owner is not None:
+            pkt.owner.on_xmit_done(pkt, self.sim.env._now)  # loopback_xmit orphans the skb
         nf = self.nf
         if nf is not None and not (nf.output(pkt, None) and nf.postrouting(pkt, None)):
             return

@@ -57,7 +57,15 @@ class Nic(NetDevice):
         if pkt.segs > 1 and not pkt.frags and not self.host.offloads.tso:
             self._gso.charge_frames(pkt)
         self._nic_tx.charge(pkt)
-        self.sim.after_work(pkt, self.tx_link.put)
+        self.sim.after_work(pkt, self._to_wire)
+
+    def _to_wire(self, pkt: Packet) -> None:
+        owner = pkt.owner
+        departure = self.tx_link.enqueue(pkt)
+        if owner is not None and departure >= 0.0:
+            # TX completion frees the skb when its last frame has left: the sending socket's
+            # TCP Small Queues / sndbuf accounting sees it then.
+            owner.on_xmit_done(pkt, departure)
 
     def put(self, pkt: Packet) -> None:
         """Frames arrive from the wire."""

@@ -16,6 +16,20 @@ from perfsim.core.packet import Packet
 from perfsim.core.sim import Sim
 
 
+class PacketOwner(Protocol):
+    """The socket that sent a packet (``pkt.owner``). Elements call it back:
+
+    * ``on_xmit_done(pkt, t_s)`` when the skb stops counting against the socket: at ``t_s``,
+      the NIC's TX completion (possibly in the future), or now when a veth or loopback device
+      orphans it — this drives TCP Small Queues and the UDP send-buffer limit;
+    * ``on_drop(pkt, site, reason)`` (via :meth:`Sim.drop`) when it is dropped.
+    """
+
+    def on_xmit_done(self, pkt: Packet, t_s: float) -> None: ...
+
+    def on_drop(self, pkt: Packet, site: str, reason: str) -> None: ...
+
+
 class Receiver(Protocol):
     """Anything packets can be given to."""
 

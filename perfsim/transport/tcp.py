@@ -308,6 +308,9 @@ class TcpConnection:
         self._rx_stage.charge(pkt)
         self.sim.after_work(pkt, self.process)
 
+    def on_xmit_done(self, pkt: Packet, t_s: float) -> None:
+        """The skb stopped counting against this socket (no send-side limit modelled yet)."""
+
     def on_drop(self, pkt: Packet, site: str, reason: str) -> None:
         self.drops += 1
         if self.stats is not None:
@@ -805,6 +808,9 @@ class TcpListener:
                               sndbuf_bytes=self.sndbuf, rcvbuf_bytes=self.rcvbuf, listener=self)
         self.children[(flow.src_ip, flow.sport)] = child
         child._accept_syn(pkt)
+
+    def on_xmit_done(self, pkt: Packet, t_s: float) -> None:
+        """The skb stopped counting against this socket (no send-side limit modelled yet)."""
 
     def on_drop(self, pkt: Packet, site: str, reason: str) -> None:  # pragma: no cover - owns none
         pass

@@ -160,6 +160,9 @@ class UdpSocket:
     def queued_bytes(self) -> int:
         return self._q_bytes
 
+    def on_xmit_done(self, pkt: Packet, t_s: float) -> None:
+        """The skb stopped counting against this socket (no send-side limit modelled yet)."""
+
     def on_drop(self, pkt: Packet, site: str, reason: str) -> None:
         self.drops += 1
         if self.stats is not None:
