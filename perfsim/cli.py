@@ -33,8 +33,8 @@ def _number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from perfsim.experiment.config import PLACEMENTS, WORKLOADS
-    from perfsim.topology.modes import MODES
+    from perfsim.experiment.config import WORKLOADS
+    from perfsim.topology.modes import MODES, PLACEMENTS
 
     p = _Parser(prog="perfsim", description="Discrete-event simulator of container networking datapaths.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -19,7 +19,6 @@ from perfsim.topology.cluster import ClusterSpec
 from perfsim.topology.modes import MODES
 
 FORMATS = ("table", "csv", "json")
-SAME_HOST_DEFAULT = {"bridge"}
 
 
 def compare(
@@ -51,7 +50,7 @@ def compare(
     cluster = ClusterSpec(hosts=hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
     specs = []
     for mode in modes:
-        pl = placement or ("same-host" if mode in SAME_HOST_DEFAULT else "cross-host")
+        pl = placement or MODES[mode].default_placement
         cph = containers_per_host or (2 if pl == "same-host" else 1)
         specs.append(
             RunSpec(

@@ -13,9 +13,6 @@ from perfsim.topology.cluster import ClusterSpec
 from perfsim.units import VXLAN_OVERHEAD_BYTES
 
 WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
-PLACEMENTS = ("same-host", "cross-host")
-SAME_HOST_ONLY = {"bridge"}
-"""Modes whose cross-host path (published ports + NAT) is not built yet."""
 
 DEFAULT_MESSAGE_BYTES = {
     "tcp_stream": 131072,  # iperf3's default write size
@@ -43,7 +40,7 @@ class RunSpec:
     profile: str = "default"
 
     def __post_init__(self) -> None:
-        from perfsim.topology.modes import MODES
+        from perfsim.topology.modes import MODES, PLACEMENTS
 
         if self.mode not in MODES:
             raise ConfigError("mode", self.mode, f"one of {', '.join(MODES)}")
@@ -51,8 +48,9 @@ class RunSpec:
             raise ConfigError("workload", self.workload, f"one of {', '.join(WORKLOADS)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError("placement", self.placement, f"one of {', '.join(PLACEMENTS)}")
-        if self.placement == "cross-host" and self.mode in SAME_HOST_ONLY:
-            raise ConfigError("placement", self.placement, f"same-host for mode {self.mode} (cross-host needs published ports)")
+        allowed = MODES[self.mode].placements
+        if self.placement not in allowed:
+            raise ConfigError("placement", self.placement, f"{' or '.join(allowed)} for mode {self.mode}")
         if self.placement == "cross-host" and self.cluster.hosts < 2:
             raise ConfigError("hosts", self.cluster.hosts, ">= 2 for cross-host placement")
         if self.mode == "overlay" and self.cluster.mtu_bytes < 68 + VXLAN_OVERHEAD_BYTES:

@@ -97,14 +97,17 @@ def run(spec: RunSpec) -> Result:
     wall0 = time.perf_counter()
     sim = Sim(seed=spec.seed, profile=load_profile(spec.profile))
     cl = build_cluster(sim, spec.cluster)
-    endpoint = MODES[spec.mode](cl, spec.containers_per_host)
+    net = MODES[spec.mode].build(cl, spec.containers_per_host)
     flows: list[Flow] = []
     for i in range(spec.streams):
         ch, cc, sh, sc = _place(spec, i)
+        port = SERVER_PORT_BASE + i
+        connect_ip, connect_port = net.target((ch, cc), (sh, sc), port)
         flows.append(
             start_workload(
-                sim, spec.workload, endpoint(ch, cc), endpoint(sh, sc), spec.message_bytes,
-                server_port=SERVER_PORT_BASE + i, client_port=CLIENT_PORT_BASE + 97 * i,
+                sim, spec.workload, net.endpoint(ch, cc), net.endpoint(sh, sc), spec.message_bytes,
+                server_port=port, client_port=CLIENT_PORT_BASE + 97 * i,
+                connect_ip=connect_ip, connect_port=connect_port,
                 start_s=float(sim.rng.stream(f"flow{i}.start").uniform(0.0, START_JITTER_S)),
                 measure_from_s=spec.warmup_s,
             )

@@ -11,7 +11,7 @@ from perfsim.errors import ConfigError
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import ClusterSpec, build_cluster
-from perfsim.topology.modes import build_overlay
+from perfsim.topology.overlay_mode import build_overlay
 from perfsim.transport.workloads import start_workload
 from perfsim.units import VXLAN_OVERHEAD_BYTES
 
@@ -32,8 +32,8 @@ def _record(obj: object, attr: str, log: list[tuple[int, int, int]]) -> None:
 def test_vxlan_frames_on_the_wire_are_exactly_50_bytes_longer_per_frame(offloads: bool) -> None:
     sim = Sim(seed=3)
     cl = build_cluster(sim, ClusterSpec(hosts=2, cores=2, offloads=offloads))
-    ep = build_overlay(cl, 1)
-    client, server = ep(0, 0), ep(1, 0)
+    net = build_overlay(cl, 1)
+    client, server = net.endpoint(0, 0), net.endpoint(1, 0)
     inner: list[tuple[int, int, int]] = []
     wire: list[tuple[int, int, int]] = []
     _record(client.ns.devices["eth0"], "xmit", inner)
@@ -97,12 +97,12 @@ def test_overlay_costs_more_cpu_per_byte_than_host_mode_on_the_same_cluster() ->
 def test_vxlan_fragments_an_oversized_packet_without_df_and_each_fragment_gets_50_bytes() -> None:
     sim = Sim(seed=1)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
-    ep = build_overlay(cl, 1)
+    net = build_overlay(cl, 1)
     vx = next(el for el in sim.elements.values() if isinstance(el, VxlanDevice))
     wire: list[tuple[int, int, int]] = []
     assert cl.switch is not None
     _record(cl.switch, "put", wire)
-    flow = FlowKey(ep(0, 0).ip, ep(1, 0).ip, PROTO_UDP, 1, 2)
+    flow = FlowKey(net.endpoint(0, 0).ip, net.endpoint(1, 0).ip, PROTO_UDP, 1, 2)
     pkt = sim.new_packet(flow, 2000, 42)  # IP length 2028 > 1450
     pkt.df = False
     pkt.core = cl.hosts[0].cpus.cores[0]
