@@ -7,6 +7,7 @@ the value and what is allowed — whichever interface it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from perfsim.errors import ConfigError, check_number
 from perfsim.topology.cluster import ClusterSpec
@@ -38,6 +39,8 @@ class RunSpec:
     warmup_s: float = 0.01
     seed: int = 0
     profile: str = "default"
+    mode_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the mode's builder (e.g. ``{"learning": True}`` for overlay)."""
 
     def __post_init__(self) -> None:
         from perfsim.topology.modes import MODES, PLACEMENTS

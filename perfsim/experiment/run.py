@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.components.link import Link
+from perfsim.core.packet import PROTO_TCP, PROTO_UDP
 from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.experiment.config import RunSpec
@@ -97,12 +98,13 @@ def run(spec: RunSpec) -> Result:
     wall0 = time.perf_counter()
     sim = Sim(seed=spec.seed, profile=load_profile(spec.profile))
     cl = build_cluster(sim, spec.cluster)
-    net = MODES[spec.mode].build(cl, spec.containers_per_host)
+    net = MODES[spec.mode].build(cl, spec.containers_per_host, **spec.mode_options)
     flows: list[Flow] = []
     for i in range(spec.streams):
         ch, cc, sh, sc = _place(spec, i)
         port = SERVER_PORT_BASE + i
-        connect_ip, connect_port = net.target((ch, cc), (sh, sc), port)
+        proto = PROTO_TCP if spec.workload.startswith("tcp") else PROTO_UDP
+        connect_ip, connect_port = net.target((ch, cc), (sh, sc), port, proto)
         flows.append(
             start_workload(
                 sim, spec.workload, net.endpoint(ch, cc), net.endpoint(sh, sc), spec.message_bytes,

@@ -6,7 +6,7 @@ network answers two questions for the run layer:
 
 * ``endpoint(h, c)``: where container ``c`` of host ``h`` runs its application (namespace,
   address, application core, MSS from the path MTU);
-* ``target(client, server, port)``: the address and port the client must connect to in order
+* ``target(client, server, port, proto)``: the address and port the client must connect to in order
   to reach ``port`` on the server — the server's own address on flat networks, a published
   host port (DNAT) for Docker's default bridge across hosts.  It raises ConfigError (with the
   mode in the field name) when the mode cannot carry that flow, e.g. ``none``.
@@ -40,8 +40,9 @@ class ModeNetwork:
         except KeyError:
             raise ConfigError("container", f"h{h}c{c}", f"a container of this {self.mode} network") from None
 
-    def target(self, client: Slot, server: Slot, port: int) -> tuple[int, int]:
-        """Default: flat reachability — connect to the server's own address."""
+    def target(self, client: Slot, server: Slot, port: int, proto: int) -> tuple[int, int]:
+        """(ip, port) the client connects to for ``proto`` (6 TCP / 17 UDP) ``port`` on the
+        server. Default: flat reachability — the server's own address."""
         return self.endpoint(*server).ip, port
 
 

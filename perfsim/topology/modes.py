@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from perfsim.topology.base import ModeNetwork
 from perfsim.topology.bridge_mode import build_bridge
-from perfsim.topology.cluster import Cluster
 from perfsim.topology.host_mode import build_host
 from perfsim.topology.overlay_mode import build_overlay
 
@@ -18,7 +17,8 @@ PLACEMENTS = ("same-host", "cross-host")
 class ModeInfo:
     """What the run layer needs to know about a mode before building it."""
 
-    build: Callable[[Cluster, int], ModeNetwork]
+    build: Callable[..., ModeNetwork]
+    """``build(cluster, containers_per_host, **mode_options)``."""
     placements: tuple[str, ...]
     default_placement: str
     datapath: str
