@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("compare", help="compare network modes side by side")
     c.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
-    c.add_argument("--workload", default="tcp_stream", help=f"one of {', '.join(WORKLOADS)}")
-    c.add_argument("--streams", type=_positive_int, default=1)
+    c.add_argument("--workload", default=None, help=f"one of {', '.join(WORKLOADS)} (default: all)")
+    c.add_argument("--streams", type=_positive_int, default=None,
+                   help="concurrent flows (default: sweep 1, 4, 16, 64, 256)")
     c.add_argument("--message-size", type=_positive_int, default=None)
     c.add_argument("--hosts", type=_positive_int, default=2)
     c.add_argument("--containers-per-host", type=_positive_int, default=None)
@@ -51,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cores", type=_positive_int, default=4)
     c.add_argument("--mtu", type=_positive_int, default=1500)
     c.add_argument("--offloads", default="on", help="on or off")
-    c.add_argument("--duration", type=_number, default=0.05, help="simulated seconds")
+    c.add_argument("--duration", type=_number, default=0.02, help="simulated seconds per run")
     c.add_argument("--profile", default="default", help="built-in profile name or YAML file")
     c.add_argument("--seed", type=_positive_int, default=0)
     c.add_argument("--format", default="table", help="table, csv or json")
+    c.add_argument("--out", default="results/compare", help="directory for results and report")
+    c.add_argument("--workers", type=_positive_int, default=None, help="parallel runs (default: cores)")
     return p
 
 
@@ -62,9 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "compare":
-            from perfsim.experiment.compare import compare_from_args
-
-            return compare_from_args(args)
+            return _compare(args, argv)
     except PerfsimError as exc:
         if args.debug:
             raise
@@ -73,6 +74,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perfsim: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    """Validate every option, run, print in the chosen format, write results and report."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from perfsim.core.profile import load_profile
+    from perfsim.errors import ConfigError
+    from perfsim.experiment.compare import FORMATS, execute, plan
+    from perfsim.experiment.output import write_frame
+
+    if args.format not in FORMATS:
+        raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
+    if args.offloads not in ("on", "off"):
+        raise ConfigError("--offloads", args.offloads, "on or off")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    specs = plan(
+        modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
+        hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
+        nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
+        duration_s=args.duration, profile=args.profile, seed=args.seed,
+    )
+    profile = load_profile(args.profile)
+    out = execute(specs, workers=args.workers, progress=True)
+    table = out.table
+    out_dir = Path(args.out)
+    write_frame(table, out_dir / "compare.csv")
+    write_frame(table, out_dir / "compare.parquet")
+    if len(out.stages):
+        write_frame(out.stages, out_dir / "stages.csv")
+    from perfsim import __version__
+    from perfsim.reports.html import write_report
+
+    meta = {
+        "command": "perfsim " + " ".join(sys.argv[1:] if argv is None else argv),
+        "profile": f"{profile.name}: {profile.provenance.get('source', '')}",
+        "perfsim": __version__,
+        "runs": len(specs),
+        "wall_s": round(out.wall_s, 1),
+    }
+    paths = write_report(out_dir, table, out.stages if len(out.stages) else None, meta)
+    if args.format == "csv":
+        sys.stdout.write(table.to_csv(index=False))
+    elif args.format == "json":
+        sys.stdout.write(table.to_json(orient="records", indent=1) + "\n")
+    else:
+        cols = ["mode", "placement", "workload", "streams", "throughput_gbps", "transactions_per_s",
+                "latency_p50_us", "latency_p99_us", "cpu_s_per_gb", "drops"]
+        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):
+            print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    print(f"results: {out_dir / 'compare.csv'}, report: {paths.get('report.html', out_dir)}", file=sys.stderr)
     return 0
 
 

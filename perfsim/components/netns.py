@@ -207,7 +207,7 @@ class NetNs:
             self._arp_rcv(pkt, dev)
             return
         if pkt.dst_mac != dev.mac and pkt.dst_mac != BROADCAST_MAC:
-            self.sim.drop(pkt, dev.name, "other_host")  # PACKET_OTHERHOST
+            self.sim.filter(pkt, dev.name, "other_host")  # PACKET_OTHERHOST: a flooded copy
             return
         self._ip_rcv.charge(pkt)
         pkt.ct = None  # conntrack state belongs to the namespace the skb just left

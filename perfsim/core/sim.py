@@ -72,7 +72,10 @@ class Sim:
         """Packets consumed by an application, a sink or the kernel itself (ARP)."""
         self.dropped = 0
         self.drops: Counter[tuple[str, str]] = Counter()
-        """Drops by (site, reason)."""
+        """Drops by (site, reason): packets lost on their way."""
+        self.filtered: Counter[tuple[str, str]] = Counter()
+        """Packets the kernel discards by design, by (site, reason): flooded copies that reach a
+        host they are not for (PACKET_OTHERHOST). They count as consumed, not as drops."""
         self.elements: dict[str, Any] = {}
         self._queue: list[Any] = self.env._queue
         self._eid = self.env._eid
@@ -143,6 +146,11 @@ class Sim:
         owner = pkt.owner
         if owner is not None:
             owner.on_drop(pkt, site, reason)
+
+    def filter(self, pkt: Packet, site: str, reason: str) -> None:
+        """A packet discarded by design (not a loss): consumed, and counted in ``filtered``."""
+        self.delivered += 1
+        self.filtered[(site, reason)] += 1
 
     def consume(self, pkt: Packet) -> None:
         """Count a packet that reached its final consumer (socket, sink, ARP handler)."""

@@ -1,31 +1,57 @@
-"""``perfsim compare``: the modes side by side on one scenario.
+"""``perfsim compare``: the network modes side by side, and how they scale.
 
-Issue-2 scope: one scenario (2 hosts, the given workload and streams) per mode, a table on
-stdout (or CSV / JSON), progress on stderr.
+A comparison is a list of :class:`RunSpec` built and validated up front (so a bad option
+fails before anything runs or is written), run in parallel worker processes (each run is
+deterministic, so parallel and serial results are identical), and collected into one table:
+one row per (mode, workload, streams).
+
+With no workload given, every netperf workload runs with one flow per mode; with no
+``streams`` given, the scale workload (``tcp_stream`` by default) is also swept over
+:data:`DEFAULT_SCALE` concurrent flows, each flow in its own container (containers per host
+grow with the flows).  That sweep feeds the headline figure.
 """
 
 from __future__ import annotations
 
-import argparse
+import math
+import os
 import sys
+import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from perfsim.errors import ConfigError
-from perfsim.experiment.config import RunSpec
+from perfsim.errors import ConfigError, check_number
+from perfsim.experiment.config import WORKLOADS, RunSpec
 from perfsim.experiment.run import SUMMARY_COLUMNS, run
 from perfsim.topology.cluster import ClusterSpec
 from perfsim.topology.modes import MODES
 
+DEFAULT_SCALE = (1, 4, 16, 64, 256)
+DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
+EXTRA_COLUMNS = ["hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "retransmits",
+                 "cpu_utilisation", "duration_s", "seed", "profile", "wall_s"]
 
 
-def compare(
+@dataclass(frozen=True)
+class CompareOutput:
+    """The table plus the per-stage CPU of each mode's single-flow run of the scale workload."""
+
+    table: pd.DataFrame
+    stages: pd.DataFrame
+    wall_s: float
+
+
+def plan(
     modes: Sequence[str] | None = None,
     *,
-    workload: str = "tcp_stream",
-    streams: int = 1,
+    workload: str | None = None,
+    streams: int | None = None,
+    scale: Sequence[int] | None = None,
     message_size: int | None = None,
     hosts: int = 2,
     containers_per_host: int | None = None,
@@ -34,60 +60,104 @@ def compare(
     cores: int = 4,
     mtu: int = 1500,
     offloads: bool = True,
-    duration_s: float = 0.05,
+    duration_s: float = DEFAULT_DURATION_S,
     profile: str = "default",
     seed: int = 0,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Run every mode on the same scenario; one row per mode with :data:`SUMMARY_COLUMNS`.
-
-    ``placement`` defaults to cross-host, except for modes that only work on one host.
-    All arguments are validated before anything runs.
-    """
-    modes = list(modes) if modes is not None else list(MODES)
+) -> list[RunSpec]:
+    """Every run of the comparison, validated. Raises ConfigError naming the bad option."""
+    modes = list(MODES) if modes is None else list(modes)
     if not modes:
         raise ConfigError("modes", "", f"one or more of {', '.join(MODES)}")
-    cluster = ClusterSpec(hosts=hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
-    specs = []
-    for mode in modes:
-        pl = placement or MODES[mode].default_placement
-        cph = containers_per_host or (2 if pl == "same-host" else 1)
-        specs.append(
-            RunSpec(
-                mode=mode, workload=workload, streams=streams, message_size=message_size,
-                placement=pl, containers_per_host=cph, cluster=cluster, duration_s=duration_s,
-                warmup_s=duration_s * 0.2, seed=seed, profile=profile,
-            )
-        )
-    rows = []
-    for i, spec in enumerate(specs):
-        if progress:
-            print(f"[{i + 1}/{len(specs)}] {spec.mode} {spec.workload} ...", file=sys.stderr, flush=True)
-        rows.append(run(spec).summary())
-    return pd.DataFrame(rows)[SUMMARY_COLUMNS + ["retransmits", "cpu_utilisation"]]
-
-
-def compare_from_args(args: argparse.Namespace) -> int:
-    """The CLI entry: validate options, run, print in the chosen format."""
-    if args.format not in FORMATS:
-        raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
-    if args.offloads not in ("on", "off"):
-        raise ConfigError("--offloads", args.offloads, "on or off")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for m in modes:
         if m not in MODES:
-            raise ConfigError("--modes", m, f"one of {', '.join(MODES)}")
-    df = compare(
-        modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
-        hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
-        nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
-        duration_s=args.duration, profile=args.profile, seed=args.seed, progress=True,
-    )
-    if args.format == "csv":
-        sys.stdout.write(df.to_csv(index=False))
-    elif args.format == "json":
-        sys.stdout.write(df.to_json(orient="records", indent=1) + "\n")
-    else:
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(df.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    return 0
+            raise ConfigError("modes", m, f"one of {', '.join(MODES)}")
+    if workload is not None and workload not in WORKLOADS:
+        raise ConfigError("workload", workload, f"one of {', '.join(WORKLOADS)}")
+    check_number("nic_gbps", nic_gbps, low=0, low_inclusive=False, high=10000)
+    if streams is not None:
+        check_number("streams", streams, low=1, high=1_000_000, integer=True)
+    points = [streams] if streams is not None else list(scale or DEFAULT_SCALE)
+    for s in points:
+        check_number("scale", s, low=1, high=1_000_000, integer=True)
+    workloads = [workload] if workload is not None else list(WORKLOADS)
+    scale_workload = workload or "tcp_stream"
+    cluster = ClusterSpec(hosts=hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
+    specs: list[RunSpec] = []
+    seen: set[tuple[str, str, int]] = set()
+    for mode in modes:
+        pl = placement or MODES[mode].default_placement
+        if pl not in MODES[mode].placements:
+            raise ConfigError("placement", pl, f"{' or '.join(MODES[mode].placements)} for mode {mode}")
+        cells = [(wl, points[0] if streams is not None else 1) for wl in workloads]
+        cells += [(scale_workload, s) for s in points]
+        for wl, n in cells:
+            if (mode, wl, n) in seen:
+                continue
+            seen.add((mode, wl, n))
+            per_host = math.ceil(n / hosts) if pl == "cross-host" else 2 * math.ceil(n / hosts)
+            specs.append(
+                RunSpec(
+                    mode=mode, workload=wl, streams=n, message_size=message_size, placement=pl,
+                    containers_per_host=containers_per_host or per_host, cluster=cluster,
+                    duration_s=duration_s, warmup_s=duration_s * 0.2, seed=seed, profile=profile,
+                )
+            )
+    return specs
+
+
+def _run_one(spec: RunSpec) -> tuple[dict[str, Any], pd.DataFrame]:
+    result = run(spec)
+    row = result.summary()
+    c = spec.cluster
+    row.update(hosts=c.hosts, containers_per_host=spec.containers_per_host, nic_gbps=c.nic_rate_bps / 1e9,
+               cores=c.cores, offloads="on" if c.offloads else "off", duration_s=spec.duration_s,
+               seed=spec.seed, profile=spec.profile, wall_s=result.wall_s)
+    stages = result.stages.assign(mode=spec.mode, workload=spec.workload, streams=spec.streams)
+    return row, stages
+
+
+def execute(specs: list[RunSpec], workers: int | None = None, progress: bool = False) -> CompareOutput:
+    """Run ``specs`` (in ``workers`` processes; default: one per core) and collect the table."""
+    t0 = time.perf_counter()
+    workers = workers or min(len(specs), os.cpu_count() or 1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(specs), file=sys.stderr, unit="run", desc="perfsim compare")
+    results: list[tuple[dict[str, Any], pd.DataFrame]] = []
+    try:
+        if workers <= 1:
+            for spec in specs:
+                results.append(_run_one(spec))
+                if bar is not None:
+                    bar.set_postfix_str(f"{spec.mode} {spec.workload} x{spec.streams}")
+                    bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for spec, res in zip(specs, pool.map(_run_one, specs), strict=True):
+                    results.append(res)
+                    if bar is not None:
+                        bar.set_postfix_str(f"{spec.mode} {spec.workload} x{spec.streams}")
+                        bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    table = pd.DataFrame([r for r, _ in results])
+    table = table[SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c in table.columns]]
+    scale_wl = specs[-1].workload if specs else "tcp_stream"
+    stages = [s for (row, s) in results if row["streams"] == 1 and row["workload"] == scale_wl]
+    stage_frame = pd.concat(stages, ignore_index=True) if stages else pd.DataFrame()
+    return CompareOutput(table, stage_frame, time.perf_counter() - t0)
+
+
+def compare(
+    modes: Sequence[str] | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> pd.DataFrame:
+    """Python API: run the comparison and return its table (columns :data:`SUMMARY_COLUMNS`
+    first). ``options`` are those of :func:`plan` (``workload``, ``streams``, ``hosts`` ...)."""
+    return execute(plan(modes, **options), workers, progress).table
