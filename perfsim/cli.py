@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="table", help="table, csv or json")
     c.add_argument("--out", default="results/compare", help="directory for results and report")
     c.add_argument("--workers", type=_positive_int, default=None, help="parallel runs (default: cores)")
+    from perfsim.trace import add_trace_arguments
+
+    t = sub.add_parser("trace", help="walk one packet through a mode hop by hop")
+    add_trace_arguments(t)
     return p
 
 
@@ -66,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "compare":
             return _compare(args, argv)
+        if args.command == "trace":
+            from perfsim.trace import trace_main
+
+            return trace_main(args)
     except PerfsimError as exc:
         if args.debug:
             raise

@@ -63,13 +63,13 @@ def test_route_to_nowhere(ns: NetNs) -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"mode": "bogus"}, r"^mode: got 'bogus'; allowed: one of host, bridge, overlay"),
+        ({"mode": "bogus"}, r"^mode: got 'bogus'; allowed: one of host, bridge, user-bridge, container, none, overlay, routed, ipip"),
         ({"workload": "tcp_maerts"}, r"^workload: got 'tcp_maerts'"),
         ({"streams": 0}, r"^streams: got 0; allowed: an integer >= 1"),
         ({"duration_s": -1.0}, r"^duration_s: got -1\.0"),
         ({"warmup_s": 1.0, "duration_s": 0.5}, r"^warmup_s: got 1\.0; allowed: less than duration_s"),
         ({"message_size": 0}, r"^message_size: got 0"),
-        ({"mode": "bridge", "placement": "cross-host"}, r"^placement: got 'cross-host'; allowed: same-host"),
+        ({"mode": "container", "placement": "cross-host"}, r"^placement: got 'cross-host'; allowed: same-host for mode container"),
         ({"placement": "moon"}, r"^placement: got 'moon'"),
     ],
 )
@@ -103,7 +103,7 @@ def test_unknown_profile_and_bad_profile_file(tmp_path) -> None:  # type: ignore
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["compare", "--modes", "bogus"], "--modes: got 'bogus'"),
+        (["compare", "--modes", "bogus"], "modes: got 'bogus'"),
         (["compare", "--streams", "abc"], "argument --streams: got 'abc'; allowed: an integer"),
         (["compare", "--streams", "0"], "streams: got 0"),
         (["compare", "--format", "xml"], "--format: got 'xml'"),

@@ -22,7 +22,7 @@ from perfsim.components.netdev import NetDevice
 from perfsim.core.cpu import flow_hash
 from perfsim.core.packet import BROADCAST_MAC, PROTO_UDP, FlowKey, Packet
 from perfsim.errors import ConfigError, check_number
-from perfsim.units import ETH_HDR_BYTES, VXLAN_OVERHEAD_BYTES
+from perfsim.units import VXLAN_OVERHEAD_BYTES
 
 if TYPE_CHECKING:
     from perfsim.components.host import Host
@@ -118,11 +118,7 @@ class VxlanDevice(NetDevice):
             if pkt.df:
                 self.sim.drop(pkt, self.name, "mtu_exceeded_df")
                 return
-            # DF clear: fragment. Each fragment carries its own headers.
-            per_frame = self.mtu_bytes - (pkt.hdr_bytes - ETH_HDR_BYTES)
-            pkt.segs = -(-pkt.payload_bytes // per_frame)
-            pkt.size_bytes = pkt.payload_bytes + pkt.segs * pkt.hdr_bytes
-            pkt.frags = True
+            pkt.fragment(self.mtu_bytes)  # DF clear: IP fragments, each with its own headers
             self.fragmented += 1
         remote = self.fdb.get(pkt.dst_mac) if pkt.dst_mac != BROADCAST_MAC else None
         if remote is None:

@@ -82,7 +82,6 @@ class Packet:
         "src_mac",
         "t_created",
         "t_sent",
-        "trace",
         "ttl",
         "wnd",
         "work_s",
@@ -120,13 +119,12 @@ class Packet:
         self.df = True
         self.frags = False
         self.ttl = 64
-        self.encap: list[tuple[FlowKey, int, int, int, int]] | None = None
+        self.encap: list[tuple[FlowKey, int, int, int, int, int]] | None = None
         self.ct: Any = None
         self.core: Any = None
         self.work_s = 0.0
         self.dev: Any = None
         self.owner = owner
-        self.trace: list[dict[str, Any]] | None = None
 
     # -- encapsulation -------------------------------------------------------------------
     def push_outer(
@@ -134,11 +132,14 @@ class Packet:
     ) -> None:
         """Encapsulate: remember the inner addresses, add ``overhead_bytes`` to every frame.
 
-        ``tag`` is carried by the outer header (the VNI of a VXLAN header).
+        ``tag`` is carried by the outer header (the VNI of a VXLAN header).  The outer packet is
+        a plain datagram (``kind`` DATA): an encapsulated ARP or TCP SYN must not look like one
+        to the underlay's stack and conntrack; the inner kind comes back on decapsulation.
         """
         if self.encap is None:
             self.encap = []
-        self.encap.append((self.flow, self.src_mac, self.dst_mac, overhead_bytes, tag))
+        self.encap.append((self.flow, self.src_mac, self.dst_mac, overhead_bytes, tag, self.kind))
+        self.kind = DATA
         self.flow = outer
         self.src_mac = src_mac
         self.dst_mac = dst_mac
@@ -149,7 +150,7 @@ class Packet:
         """Decapsulate: restore the inner addresses and sizes; return the outer flow key."""
         assert self.encap, "pop_outer on a packet without encapsulation"
         outer = self.flow
-        self.flow, self.src_mac, self.dst_mac, overhead, _tag = self.encap.pop()
+        self.flow, self.src_mac, self.dst_mac, overhead, _tag, self.kind = self.encap.pop()
         self.hdr_bytes -= overhead
         self.size_bytes -= overhead * self.segs
         return outer
@@ -165,6 +166,14 @@ class Packet:
         per_seg_payload = -(-self.payload_bytes // self.segs) if self.segs else 0
         return per_seg_payload + self.hdr_bytes - 14
 
+    def fragment(self, mtu_bytes: int) -> None:
+        """IP fragmentation to ``mtu_bytes``: the payload is cut into frames that each carry
+        the full header stack; the frames travel as separate skbs (``frags``)."""
+        per_frame = mtu_bytes - (self.hdr_bytes - 14)
+        self.segs = -(-self.payload_bytes // per_frame)
+        self.size_bytes = self.payload_bytes + self.segs * self.hdr_bytes
+        self.frags = True
+
     def clone(self, pid: int) -> Packet:
         """A copy with a new id (bridge flooding, multicast)."""
         p = Packet.__new__(Packet)
@@ -172,7 +181,6 @@ class Packet:
             setattr(p, name, getattr(self, name))
         p.id = pid
         p.encap = list(self.encap) if self.encap else None
-        p.trace = list(self.trace) if self.trace is not None else None
         return p
 
     def __repr__(self) -> str:

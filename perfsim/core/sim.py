@@ -54,9 +54,6 @@ class Sim:
         Root seed; every component draws from its own stream (:class:`RngStreams`).
     profile:
         The cost profile (per-stage CPU constants). ``None`` loads the built-in default.
-    trace:
-        If true, packets created with ``traced=True`` collect one dict per hop (``perfsim
-        trace``).  Off by default: the hot path then pays nothing for it.
     """
 
     def __init__(self, seed: int = 0, profile: Profile | None = None) -> None:
@@ -139,8 +136,20 @@ class Sim:
         self.created += 1
         return pkt.clone(self.created)
 
+    def _settle(self, pkt: Packet) -> None:
+        """Serve the CPU work a packet accumulated before it ended (drop, filter, consume)."""
+        core = pkt.core
+        if core is not None and pkt.work_s > 0.0:
+            now = self.env._now
+            busy = core.busy_until_s
+            core.busy_until_s = (busy if busy > now else now) + pkt.work_s
+            core.busy_s += pkt.work_s
+            pkt.work_s = 0.0
+
     def drop(self, pkt: Packet, site: str, reason: str) -> None:
-        """Count a drop at ``site`` for ``reason`` and tell the packet's owner, if any."""
+        """Count a drop at ``site`` for ``reason`` and tell the packet's owner, if any.
+        Work done on the packet before the drop still occupied its core."""
+        self._settle(pkt)
         self.dropped += 1
         self.drops[(site, reason)] += 1
         owner = pkt.owner
@@ -149,11 +158,14 @@ class Sim:
 
     def filter(self, pkt: Packet, site: str, reason: str) -> None:
         """A packet discarded by design (not a loss): consumed, and counted in ``filtered``."""
+        self._settle(pkt)
         self.delivered += 1
         self.filtered[(site, reason)] += 1
 
     def consume(self, pkt: Packet) -> None:
         """Count a packet that reached its final consumer (socket, sink, ARP handler)."""
+        if pkt.work_s > 0.0:
+            self._settle(pkt)
         self.delivered += 1
 
     def in_flight(self) -> int:

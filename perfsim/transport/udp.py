@@ -13,6 +13,16 @@ Model
   (``net.core.rmem_default`` = 212992), else it is dropped with reason
   ``socket_rcvbuf_full``.  ``recv()`` copies it on the application core (``sock_rx_copy``)
   and only then frees its queue space (``skb_consume_udp`` after the copy).
+* **Send buffer.**  Each datagram's ``size_bytes`` (standing for its truesize) counts against
+  the socket (``sk_wmem_alloc``, a :class:`~perfsim.transport.tsq.WmemAlloc`) from
+  ``sendmsg`` until it is freed: by the NIC's TX completion once its last frame has left, at
+  once when a veth or loopback device orphans it, or when it is dropped.  A blocking
+  ``sendmsg`` (:meth:`UdpSocket.send`, or :meth:`UdpSocket.wait_sndbuf` before
+  :meth:`UdpSocket.sendto`) waits while ``sk_wmem_alloc >= sndbuf_bytes``
+  (``sock_alloc_send_pskb``; ``net.core.wmem_default`` = 212992) and is woken by the freeing
+  path only once ``2 × sk_wmem_alloc <= sndbuf_bytes`` (``sock_def_write_space``): one event
+  per wake-up, at that completion time.  So a sender faster than its NIC is held back instead
+  of overflowing the NIC's queue, and a sender behind a veth is never held back.
 * Queued datagrams are packets held by the socket: it is registered with the run and reports
   them in ``held_packets()``; they are consumed when the application has read them.
 """
@@ -24,7 +34,9 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import DATA, PROTO_UDP, FlowKey, Packet
-from perfsim.transport.tcp import reserve_app_work
+from perfsim.errors import check_number
+from perfsim.transport.common import reserve_app_work
+from perfsim.transport.tsq import DEFAULT_UDP_SNDBUF_BYTES, WmemAlloc
 from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, UDP_HDR_BYTES
 
 if TYPE_CHECKING:
@@ -55,11 +67,13 @@ class UdpSocket:
     mtu_bytes: path MTU used to fragment large datagrams.
     stats: where reads and drops are counted (optional).
     rcvbuf_bytes: receive queue limit in bytes.
+    sndbuf_bytes: send buffer (``sk_sndbuf``) in bytes, 2048 .. 2**31.
     """
 
     def __init__(
         self, ns: Any, app_core: Core, ip: int, port: int, mtu_bytes: int = 1500, *,
         stats: FlowStats | None = None, rcvbuf_bytes: int = DEFAULT_UDP_RCVBUF_BYTES,
+        sndbuf_bytes: int = DEFAULT_UDP_SNDBUF_BYTES,
     ) -> None:
         self.ns = ns
         self.sim: Sim = ns.sim
@@ -70,6 +84,13 @@ class UdpSocket:
         self.stats = stats
         self.rcvbuf = rcvbuf_bytes
         self.name = f"{ns.name}/udp:{port}"
+        self.sndbuf = int(check_number(f"{self.name}.sndbuf_bytes", sndbuf_bytes, low=2048, high=1 << 31,
+                                       integer=True))
+        self.wmem = WmemAlloc(self.sim, self._on_write_space)
+        """Bytes of datagrams sent and not yet freed (``sk_wmem_alloc``)."""
+        self._space_ev: Any = None
+        self.sndbuf_waits = 0
+        """How often a sender had to wait for send-buffer space."""
         host = ns.host
         self._tx_copy = host.stage("sock_tx_copy")
         self._udp_tx = host.stage("udp_tx")
@@ -85,11 +106,34 @@ class UdpSocket:
         self.sim.register(self.name, self)
 
     # -- send -------------------------------------------------------------------------------
+    @property
+    def sndbuf_full(self) -> bool:
+        """True when a blocking ``sendmsg`` would wait (``sk_wmem_alloc >= sk_sndbuf``)."""
+        return self.wmem.level() >= self.sndbuf
+
+    def wait_sndbuf(self) -> Generator[Any, Any, None]:
+        """Wait until a datagram may be allocated (``sock_alloc_send_pskb`` blocking)."""
+        env = self.sim.env
+        while self.wmem.level() >= self.sndbuf:
+            self.sndbuf_waits += 1
+            self._space_ev = ev = env.event()
+            self.wmem.wait_until_at_most(self.sndbuf // 2)
+            yield ev
+
+    def _on_write_space(self) -> None:
+        """``sock_def_write_space``: the freeing path wakes the blocked writer."""
+        ev = self._space_ev
+        self._space_ev = None
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
     def sendto(self, dst_ip: int, dst_port: int, nbytes: int) -> float:
         """``sendmsg`` of one datagram, synchronously on the app core.
 
         Returns the time at which the core has at least finished this datagram's own work
-        (the caller waits until then, or until ``app_core.busy_until_s`` if later).
+        (the caller waits until then, or until ``app_core.busy_until_s`` if later).  It does
+        not check the send buffer: a blocking sender calls :meth:`wait_sndbuf` first
+        (:meth:`send` does).
         """
         segs = udp_segs(nbytes, self.mtu)
         pkt = self.sim.new_packet(FlowKey(self.ip, dst_ip, PROTO_UDP, self.port, dst_port), nbytes,
@@ -104,13 +148,17 @@ class UdpSocket:
         own = pkt.work_s
         self.sent += 1
         now = self.sim.now
+        self.wmem.charge(pkt)
         self.ns.ip_output(pkt)
         busy = core.busy_until_s
         return max(busy, now + own)
 
     def send(self, dst_ip: int, dst_port: int, nbytes: int) -> Generator[Any, Any, None]:
-        """``sendto`` and wait until the app core is free again (the syscall returned)."""
+        """Blocking ``sendmsg``: wait for send-buffer space, ``sendto``, then wait until the app
+        core is free again (the syscall returned)."""
         env = self.sim.env
+        if self.wmem.level() >= self.sndbuf:
+            yield from self.wait_sndbuf()
         t = self.sendto(dst_ip, dst_port, nbytes)
         if t > env.now:
             yield env.timeout(t - env.now)
@@ -161,9 +209,11 @@ class UdpSocket:
         return self._q_bytes
 
     def on_xmit_done(self, pkt: Packet, t_s: float) -> None:
-        """The skb stopped counting against this socket (no send-side limit modelled yet)."""
+        """The datagram stops counting against the send buffer at ``t_s``."""
+        self.wmem.xmit_done(pkt, t_s)
 
     def on_drop(self, pkt: Packet, site: str, reason: str) -> None:
+        self.wmem.dropped(pkt)
         self.drops += 1
         if self.stats is not None:
             self.stats.on_drop(self.sim.now)

@@ -4,8 +4,9 @@
 ``tcp_stream``  client connects once and writes ``message_size`` bytes per ``send()``
                 forever (optionally paced to ``rate_bps``); the server reads up to 64 KiB
                 per ``recv()``.  One-way latency per data skb.
-``udp_stream``  client sends datagrams of ``message_size`` as fast as its core allows, or at
-                a constant bit rate ``rate_bps`` (of payload); the server reads them.
+``udp_stream``  client sends datagrams of ``message_size`` as fast as its core (and its send
+                buffer: a blocking ``sendmsg``) allows, or at a constant bit rate
+                ``rate_bps`` (of payload); the server reads them.
 ``tcp_rr``      one long connection; the client writes a request of ``message_size``, the
                 server reads it whole and writes a response of ``message_size``, the client
                 reads it whole: one transaction, one round-trip sample, next request at once.
@@ -28,13 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from perfsim.errors import ConfigError, check_number
+from perfsim.transport.common import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES
 from perfsim.transport.stats import FlowStats
-from perfsim.transport.tcp import (
-    DEFAULT_RCVBUF_BYTES,
-    DEFAULT_SNDBUF_BYTES,
-    TcpConnection,
-    TcpListener,
-)
+from perfsim.transport.tcp import TcpConnection, TcpListener
+from perfsim.transport.tsq import DEFAULT_TCP_LIMIT_OUTPUT_BYTES, DEFAULT_UDP_SNDBUF_BYTES
 from perfsim.transport.udp import DEFAULT_UDP_RCVBUF_BYTES, MAX_DATAGRAM_BYTES, UdpSocket, udp_segs
 
 if TYPE_CHECKING:
@@ -101,25 +99,35 @@ def start_workload(
     rate_bps: float = 0.0,
     *,
     measure_from_s: float = 0.0,
-    sndbuf_bytes: int = DEFAULT_SNDBUF_BYTES,
+    sndbuf_bytes: int | None = None,
     rcvbuf_bytes: int | None = None,
     connect_ip: int | None = None,
     connect_port: int | None = None,
+    tcp_limit_output_bytes: int = DEFAULT_TCP_LIMIT_OUTPUT_BYTES,
+    tsq: bool = True,
 ) -> Flow:
     """Bind the sockets now and start the client (at ``start_s``) and server processes.
 
     ``connect_ip``/``connect_port`` is where the client sends (default: the server endpoint's
     address and ``server_port``), e.g. a published host port that DNAT maps to the server.
-    ``rcvbuf_bytes`` defaults to 6 MiB for TCP and 212992 for UDP.  ``rate_bps`` (application
-    payload bits per second, 0 = unpaced) applies to the stream workloads only.
+    ``sndbuf_bytes`` defaults to 4 MiB for TCP and 212992 (``net.core.wmem_default``) for UDP,
+    ``rcvbuf_bytes`` to 6 MiB for TCP and 212992 for UDP.  ``rate_bps`` (application payload
+    bits per second, 0 = unpaced) applies to the stream workloads only.
+    ``tcp_limit_output_bytes`` (bytes, 0 .. 2**31 - 1, default 1 MiB) caps TCP Small Queues;
+    ``tsq=False`` turns TSQ off (see :mod:`perfsim.transport.tsq`).  Both apply to TCP only.
     """
     if name not in WORKLOADS:
         raise ConfigError("workload", name, f"one of {', '.join(WORKLOADS)}")
     tcp = name.startswith("tcp")
+    if sndbuf_bytes is None:
+        sndbuf_bytes = DEFAULT_SNDBUF_BYTES if tcp else DEFAULT_UDP_SNDBUF_BYTES
     check_number("sndbuf_bytes", sndbuf_bytes, low=2048, high=1 << 31, integer=True)
     if rcvbuf_bytes is None:
         rcvbuf_bytes = DEFAULT_RCVBUF_BYTES if tcp else DEFAULT_UDP_RCVBUF_BYTES
     check_number("rcvbuf_bytes", rcvbuf_bytes, low=2048, high=1 << 31, integer=True)
+    check_number("tcp_limit_output_bytes", tcp_limit_output_bytes, low=0, high=2**31 - 1, integer=True)
+    if not isinstance(tsq, bool):
+        raise ConfigError("tsq", tsq, "True or False")
     check_number("message_size", message_size, low=1, high=sndbuf_bytes if tcp else MAX_DATAGRAM_BYTES, integer=True)
     check_number("server_port", server_port, low=1, high=65535, integer=True)
     check_number("client_port", client_port, low=1, high=65535, integer=True)
@@ -134,7 +142,8 @@ def start_workload(
     flow = Flow(name, client, server, stats)
     env = sim.env
     mss = min(client.mss_bytes, server.mss_bytes)
-    bufs = {"sndbuf_bytes": sndbuf_bytes, "rcvbuf_bytes": rcvbuf_bytes}
+    bufs: dict[str, Any] = {"sndbuf_bytes": sndbuf_bytes, "rcvbuf_bytes": rcvbuf_bytes,
+                            "tcp_limit_output_bytes": tcp_limit_output_bytes, "tsq": tsq}
     if tcp:
         listener = TcpListener(server.ns, server.app_core, server_port, mss, stats=stats, **bufs)
         flow.server_sock = listener
@@ -150,9 +159,9 @@ def start_workload(
             env.process(_tcp_crr_client(flow, conn, message_size, start_s, int(dst_ip), int(dst_port), mss, bufs))
         return flow
     srv = UdpSocket(server.ns, server.app_core, server.ip, server_port, server.mtu_bytes, stats=stats,
-                    rcvbuf_bytes=rcvbuf_bytes)
+                    rcvbuf_bytes=rcvbuf_bytes, sndbuf_bytes=sndbuf_bytes)
     cli = UdpSocket(client.ns, client.app_core, client.ip, client_port, client.mtu_bytes, stats=stats,
-                    rcvbuf_bytes=rcvbuf_bytes)
+                    rcvbuf_bytes=rcvbuf_bytes, sndbuf_bytes=sndbuf_bytes)
     flow.server_sock, flow.client_sock = srv, cli
     if name == "udp_stream":
         host = client.ns.host
@@ -236,7 +245,7 @@ def _next_port(port: int) -> int:
 
 def _tcp_crr_client(
     flow: Flow, conn: TcpConnection, size: int, start_s: float, dst_ip: int, dst_port: int, mss: int,
-    bufs: dict[str, int],
+    bufs: dict[str, Any],
 ) -> Generator[Any, Any, None]:
     env = conn.env
     ep = flow.client
@@ -270,7 +279,11 @@ def _udp_stream_client(
     yield from _wait_until(env, start_s)
     interval = size * 8.0 / rate_bps if rate_bps > 0 else 0.0
     t_next = env.now
+    wmem = sock.wmem
+    sndbuf = sock.sndbuf
     while True:
+        if wmem.level() >= sndbuf:
+            yield from sock.wait_sndbuf()  # blocking sendmsg: no room in the send buffer
         t_free = sock.sendto(dst_ip, dst_port, size)
         t_next += interval
         yield env.timeout(max(t_free, t_next) - env.now)

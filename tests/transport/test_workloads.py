@@ -173,11 +173,26 @@ def test_same_seed_gives_identical_results() -> None:
         ("tcp_rr", 100, {"rate_bps": 1e6}, "rate_bps"),
         ("udp_stream", 100, {"rate_bps": -1.0}, "rate_bps"),
         ("tcp_stream", 100, {"start_s": -1.0}, "start_s"),
+        ("tcp_stream", 100, {"tcp_limit_output_bytes": -1}, "tcp_limit_output_bytes"),
+        ("tcp_stream", 100, {"tcp_limit_output_bytes": 2**31}, "tcp_limit_output_bytes"),
+        ("tcp_stream", 100, {"tsq": 1}, "tsq"),
+        ("udp_stream", 100, {"sndbuf_bytes": 1024}, "sndbuf_bytes"),
     ],
 )
 def test_bad_parameters_name_the_field(sim: Sim, name: str, size: int, kw: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{field}: got "):
         setup(sim, name, size, 1e-4, **kw)
+
+
+def test_buffer_and_tsq_settings_reach_the_sockets(sim: Sim) -> None:
+    """sndbuf defaults to 4 MiB for TCP and 212992 B (net.core.wmem_default) for UDP; the TSQ
+    settings reach the client and, through the listener, the accepted connection."""
+    tcp, _, _ = setup(sim, "tcp_stream", 1000, 1e-4, tcp_limit_output_bytes=131072, tsq=False)
+    udp, _, _ = setup(sim, "udp_stream", 1000, 1e-4, client_port=40001)
+    sim.run(0.01)
+    assert (tcp.client_sock.sndbuf, udp.client_sock.sndbuf, udp.server_sock.sndbuf) == (4 << 20, 212992, 212992)
+    for conn in (tcp.client_sock, tcp.server_conn):
+        assert (conn.limit_output_bytes, conn.tsq) == (131072, False)
 
 
 def test_port_already_bound_is_a_config_error(sim: Sim) -> None:

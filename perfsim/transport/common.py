@@ -1,0 +1,89 @@
+"""Pieces shared by the sockets: application-side CPU work, a lazy timer, buffer defaults and
+the TCP constants (states, timers, header sizes) used by the modules of the TCP endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from perfsim.core.sim import reserve
+from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, TCP_HDR_BYTES
+
+if TYPE_CHECKING:
+    from perfsim.core.cpu import Core, Stage
+    from perfsim.core.sim import Sim
+
+DEFAULT_SNDBUF_BYTES = 4 * 1024 * 1024
+"""TCP send buffer (``net.ipv4.tcp_wmem[2]``, the autotuning maximum)."""
+DEFAULT_RCVBUF_BYTES = 6 * 1024 * 1024
+"""TCP receive buffer (``net.ipv4.tcp_rmem[2]``, the autotuning maximum)."""
+
+TCP_FRAME_HDR_BYTES = ETH_HDR_BYTES + IPV4_HDR_BYTES + TCP_HDR_BYTES
+"""66: headers of every TCP frame on the wire."""
+INITIAL_CWND_SEGS = 10
+RTO_MIN_S = 0.2
+RTO_INITIAL_S = 1.0
+RTO_MAX_S = 120.0
+DELAYED_ACK_S = 0.04
+MAX_RETRIES = 15
+"""``tcp_retries2``: consecutive timeouts before the connection is aborted."""
+MAX_SYN_RETRIES = 6
+TIME_WAIT_REUSE_S = 1.0
+"""How long a TIME_WAIT socket keeps its port (re-ACKing a repeated FIN) before a new
+connection may take it over: ``tcp_tw_reuse`` allows reuse after 1 s (Linux holds TIME_WAIT
+60 s, which conntrack models on its own)."""
+
+CLOSED, SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSING, CLOSE_WAIT, LAST_ACK, TIME_WAIT = range(9)
+STATE_NAMES = ("CLOSED", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSING",
+               "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT")
+SENDING_STATES = (ESTABLISHED, FIN_WAIT, CLOSING, CLOSE_WAIT, LAST_ACK)
+"""States in which a connection may still transmit data or its FIN."""
+
+
+def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int) -> float:
+    """Reserve one application call of ``stage`` moving ``nbytes`` on ``core``; return its end.
+
+    The time is accounted on the stage (``reserve`` only books the core).
+    """
+    c = stage.per_packet_s + stage.per_byte_s * nbytes
+    stage.cpu_s += c
+    stage.packets += 1
+    return reserve(core, now_s, c)
+
+
+class LazyTimer:
+    """A re-armable timer that costs one event per expiry, not one per re-arm.
+
+    ``set(t)`` moves the deadline; an event already scheduled earlier re-schedules itself to
+    the new deadline when it fires.  ``cancel()`` disarms it.
+    """
+
+    __slots__ = ("_sched", "deadline", "fn", "sim")
+
+    def __init__(self, sim: Sim, fn: Callable[[], None]) -> None:
+        self.sim = sim
+        self.fn = fn
+        self.deadline: float | None = None
+        self._sched: float | None = None
+
+    def set(self, t_s: float) -> None:
+        self.deadline = t_s
+        if self._sched is None or t_s < self._sched:
+            self._sched = t_s
+            self.sim.call_at(t_s, self._fire, t_s)
+
+    def cancel(self) -> None:
+        self.deadline = None
+
+    def _fire(self, t_s: float) -> None:
+        if self._sched == t_s:
+            self._sched = None
+        d = self.deadline
+        if d is None:
+            return
+        if d <= self.sim.now:
+            self.deadline = None
+            self.fn()
+        elif self._sched is None:
+            self._sched = d
+            self.sim.call_at(d, self._fire, d)

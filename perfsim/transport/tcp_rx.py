@@ -1,0 +1,196 @@
+"""The receive half of a TCP endpoint (a mixin of :class:`~perfsim.transport.tcp.TcpConnection`).
+
+In-order data goes to the receive queue (byte ranges with the creation time and segment count
+of the skb they came in), out-of-order data is kept as sorted intervals and merged when the
+hole fills, so bytes reach the application exactly once and in order.  ACK policy, the
+advertised window and ``tcp_cleanup_rbuf`` window updates are described in
+:mod:`perfsim.transport.tcp`.  The mixin owns the receive-side state (``_init_receiver``); it
+uses the connection's ``state``, ``snd_nxt``, ``_send_ctrl`` and ``_finish``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from perfsim.core.packet import ACK, Packet
+from perfsim.transport.common import (
+    CLOSE_WAIT,
+    CLOSED,
+    CLOSING,
+    ESTABLISHED,
+    FIN_WAIT,
+    TIME_WAIT,
+    LazyTimer,
+    reserve_app_work,
+)
+
+if TYPE_CHECKING:
+    from perfsim.core.cpu import Core, Stage
+    from perfsim.core.sim import Sim
+    from perfsim.transport.stats import FlowStats
+
+
+class TcpReceiver:
+    """Receive-side state and processing of one TCP connection (mixin)."""
+
+    if TYPE_CHECKING:
+        sim: Sim
+        env: Any
+        app_core: Core
+        stats: FlowStats | None
+        mss: int
+        state: int
+        snd_nxt: int
+        _fin_acked: bool
+
+        def _send_ctrl(self, kind: int, seq: int, core: Core) -> None: ...
+
+        def _finish(self, state: int) -> None: ...
+
+    def _init_receiver(self, rcvbuf_bytes: int, rx_copy: Stage) -> None:
+        self.rcvbuf = rcvbuf_bytes
+        self._rx_copy = rx_copy
+        self.rcv_nxt = 0
+        self._readable_end = 0
+        self._read_seq = 0
+        self._rq: deque[tuple[int, float, int]] = deque()  # (end_seq, t_created, segs)
+        self._ooo: list[list[Any]] = []  # sorted [seq, end, t_created, segs]
+        self._fin_seq: int | None = None
+        self.fin_received = False
+        self._adv_right = 0
+        self._ack_pending = False
+        self._ack_now = False
+        self._unacked_segs = 0
+        self._rx_core: Core = self.app_core
+        """Softirq core of the last segment received (ACKs and TSQ resumptions run there)."""
+        self._delack = LazyTimer(self.sim, self._on_delack)
+        self._read_ev: Any = None
+        self.dup_bytes = 0
+        self.bytes_read = 0
+
+    # -- application call -------------------------------------------------------------------
+    def read(self, max_bytes: int) -> Generator[Any, Any, int]:
+        """``recv()`` of up to ``max_bytes``: wait for data, copy it. Returns 0 at end of stream."""
+        env = self.env
+        while self._readable_end == self._read_seq:
+            if self.fin_received or self.state in (CLOSED, TIME_WAIT):
+                return 0
+            self._read_ev = env.event()
+            yield self._read_ev
+        n = min(self._readable_end - self._read_seq, max_bytes)
+        finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
+        yield env.timeout(finish - env.now)
+        self._consume(n)
+        return n
+
+    # -- ACK fields of outgoing segments -----------------------------------------------------
+    def _rcv_wnd(self) -> int:
+        w = self.rcvbuf - (self._readable_end - self._read_seq)
+        return max(0, w)
+
+    def _stamp_ack(self, pkt: Packet) -> None:
+        """Put the cumulative ACK and window on an outgoing skb; it acknowledges everything."""
+        w = self._rcv_wnd()
+        pkt.wnd = w
+        self._adv_right = self.rcv_nxt + w
+        self._ack_pending = self._ack_now = False
+        self._unacked_segs = 0
+        self._delack.deadline = None
+
+
+    # -- data processing (softirq) -------------------------------------------------------------
+    def _on_data(self, pkt: Packet) -> None:
+        seq = pkt.seq
+        size = pkt.payload_bytes
+        end = seq + size
+        nxt = self.rcv_nxt
+        if size == 0 or end <= nxt:
+            self.dup_bytes += size
+            self._ack_now = True
+            return
+        if seq > nxt:
+            ooo = self._ooo
+            i = len(ooo)
+            while i and ooo[i - 1][0] > seq:
+                i -= 1
+            ooo.insert(i, [seq, end, pkt.t_created, pkt.segs])
+            self._ack_now = True
+            return
+        self.dup_bytes += nxt - seq
+        self._rq.append((end, pkt.t_created, pkt.segs))
+        self.rcv_nxt = end
+        new = end - nxt
+        if self._ooo:
+            self._merge_ooo()
+            self._ack_now = True
+        self._readable_end = self.rcv_nxt
+        if self._fin_seq is not None and self.rcv_nxt == self._fin_seq:
+            self._on_fin(self._fin_seq)
+        self._wake_reader()
+        self._unacked_segs += pkt.segs
+        self._ack_pending = True
+        if new >= 2 * self.mss or self._unacked_segs >= 2:
+            self._ack_now = True
+
+    def _merge_ooo(self) -> None:
+        ooo = self._ooo
+        while ooo and ooo[0][0] <= self.rcv_nxt:
+            seq, end, t_created, segs = ooo.pop(0)
+            if end > self.rcv_nxt:
+                self.dup_bytes += self.rcv_nxt - seq
+                self._rq.append((end, t_created, segs))
+                self.rcv_nxt = end
+            else:
+                self.dup_bytes += end - seq
+
+    def _on_fin(self, seq: int) -> None:
+        if seq != self.rcv_nxt:
+            if seq > self.rcv_nxt:
+                self._fin_seq = seq
+            self._ack_now = True
+            return
+        self._fin_seq = None
+        self.rcv_nxt = seq + 1
+        self.fin_received = True
+        self._wake_reader()
+        st = self.state
+        if st == ESTABLISHED:
+            self.state = CLOSE_WAIT
+            self._ack_pending = True  # the FIN of our close() will usually carry the ACK
+        elif st == FIN_WAIT:
+            self._ack_now = True
+            if self._fin_acked:
+                self._finish(TIME_WAIT)
+            else:
+                self.state = CLOSING
+
+    def _on_delack(self) -> None:
+        if self._ack_pending and self.state not in (CLOSED, TIME_WAIT):
+            self._send_ctrl(ACK, self.snd_nxt, self._rx_core)
+
+    def _wake_reader(self) -> None:
+        ev = self._read_ev
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+        self._read_ev = None
+
+    def _consume(self, n: int) -> None:
+        """The application copied ``n`` bytes out: count them, maybe send a window update."""
+        now = self.sim.now
+        self._read_seq += n
+        self.bytes_read += n
+        st = self.stats
+        if st is not None:
+            st.on_read(now, n)
+        rq = self._rq
+        read = self._read_seq
+        while rq and rq[0][0] <= read:
+            _, t_created, segs = rq.popleft()
+            if st is not None:
+                st.on_skb(now, t_created, segs)
+        remaining = self._adv_right - self.rcv_nxt
+        if (self.state in (ESTABLISHED, FIN_WAIT) and 2 * remaining <= self.rcvbuf
+                and self._read_seq + self.rcvbuf - self.rcv_nxt >= 2 * remaining):
+            self._send_ctrl(ACK, self.snd_nxt, self.app_core)  # tcp_cleanup_rbuf window update
