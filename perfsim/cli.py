@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     c = sub.add_parser("compare", help="compare network modes side by side")
-    c.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {', '.join(MODES)}")
+    c.add_argument("--modes", default=None,
+                   help=f"comma-separated, from {', '.join(MODES)} (default: all that carry a flow)")
     c.add_argument("--workload", default=None, help=f"one of {', '.join(WORKLOADS)} (default: all)")
     c.add_argument("--streams", type=_positive_int, default=None,
                    help="concurrent flows (default: sweep 1, 4, 16, 64, 256)")
@@ -100,7 +101,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
     if args.offloads not in ("on", "off"):
         raise ConfigError("--offloads", args.offloads, "on or off")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = None if args.modes is None else [m.strip() for m in args.modes.split(",") if m.strip()]
     specs = plan(
         modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
         hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,

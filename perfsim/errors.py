@@ -27,6 +27,10 @@ class ConfigError(PerfsimError, ValueError):
         self.allowed = allowed
         super().__init__(f"{field}: got {value!r}; allowed: {allowed}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, Any, str]]:
+        # picklable, so an error raised in a worker process reaches the CLI intact
+        return (type(self), (self.field, self.value, self.allowed))
+
 
 class RoutingError(PerfsimError):
     """A packet or a configuration asks for a path that does not exist (e.g. ``none`` mode)."""

@@ -119,3 +119,10 @@ def test_cli_exits_2_with_one_line_and_no_traceback(args: list[str], needle: str
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_unknown_mode_option_is_refused_in_the_config_layer() -> None:
+    with pytest.raises(ConfigError, match=r"^mode_options\.lerning: got True; allowed: an option of mode overlay: "):
+        RunSpec(mode="overlay", mode_options={"lerning": True})
+    with pytest.raises(ConfigError, match=r"^mode_options\.x: got 1; allowed: an option of mode host: none"):
+        RunSpec(mode="host", mode_options={"x": 1})

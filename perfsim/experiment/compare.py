@@ -5,7 +5,8 @@ fails before anything runs or is written), run in parallel worker processes (eac
 deterministic, so parallel and serial results are identical), and collected into one table:
 one row per (mode, workload, streams).
 
-With no workload given, every netperf workload runs with one flow per mode; with no
+By default every mode that can carry a flow runs (all but ``none``).  With no workload given,
+every netperf workload runs with one flow per mode; with no
 ``streams`` given, the scale workload (``tcp_stream`` by default) is also swept over
 :data:`DEFAULT_SCALE` concurrent flows, each flow in its own container (containers per host
 grow with the flows).  That sweep feeds the headline figure.
@@ -65,7 +66,7 @@ def plan(
     seed: int = 0,
 ) -> list[RunSpec]:
     """Every run of the comparison, validated. Raises ConfigError naming the bad option."""
-    modes = list(MODES) if modes is None else list(modes)
+    modes = [m for m in MODES if m != "none"] if modes is None else list(modes)
     if not modes:
         raise ConfigError("modes", "", f"one or more of {', '.join(MODES)}")
     for m in modes:

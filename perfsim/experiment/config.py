@@ -51,6 +51,12 @@ class RunSpec:
             raise ConfigError("workload", self.workload, f"one of {', '.join(WORKLOADS)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError("placement", self.placement, f"one of {', '.join(PLACEMENTS)}")
+        if not isinstance(self.mode_options, dict):
+            raise ConfigError("mode_options", self.mode_options, "a mapping of option name -> value")
+        for key in self.mode_options:
+            if key not in MODES[self.mode].options:
+                opts = ", ".join(MODES[self.mode].options) or "none"
+                raise ConfigError(f"mode_options.{key}", self.mode_options[key], f"an option of mode {self.mode}: {opts}")
         allowed = MODES[self.mode].placements
         if self.placement not in allowed:
             raise ConfigError("placement", self.placement, f"{' or '.join(allowed)} for mode {self.mode}")
@@ -67,6 +73,29 @@ class RunSpec:
         if self.warmup_s >= self.duration_s:
             raise ConfigError("warmup_s", self.warmup_s, f"less than duration_s ({self.duration_s})")
         check_number("seed", self.seed, low=0, high=2**63 - 1, integer=True)
+        if self.mode == "none":
+            ch, cc, sh, sc = self.slots(0)
+            if (ch, cc) != (sh, sc):
+                raise ConfigError("mode", "none", f"a mode with a network device: a 'none' container has only "
+                                  f"a loopback device and cannot reach h{sh}c{sc} (use containers_per_host=1 "
+                                  "and same-host for a loopback flow)")
+
+    def slots(self, i: int) -> tuple[int, int, int, int]:
+        """(client host, client container, server host, server container) of flow ``i``.
+
+        Round-robin: cross-host, flow ``i`` runs from container ``(i div N) mod M`` of host
+        ``i mod N`` to the same container index on the next host; same-host, from container
+        ``2(i div N) mod M`` to the next container of the same host (the same container when
+        ``M`` is 1, i.e. over loopback).
+        """
+        n = self.cluster.hosts
+        m = self.containers_per_host
+        h = i % n
+        if self.placement == "cross-host":
+            c = (i // n) % m
+            return h, c, (h + 1) % n, c
+        c = (2 * (i // n)) % m
+        return h, c, h, (c + 1) % m
 
     @property
     def message_bytes(self) -> int:

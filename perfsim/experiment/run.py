@@ -1,9 +1,7 @@
 """One run: build the cluster and mode, start the workload's flows, simulate, collect frames.
 
 ``run(spec)`` is the lower-level Python API (``perfsim.run``); ``Result.summary()`` is the row
-``perfsim compare`` prints.  Flows are placed round-robin: flow ``i`` runs from container
-``i mod M`` of host ``i mod N`` to the same container index on the next host (cross-host) or
-from container ``2i mod M`` to ``2i+1 mod M`` of one host (same-host).
+``perfsim compare`` prints.  Flows are placed by :meth:`RunSpec.slots`.
 """
 
 from __future__ import annotations
@@ -81,18 +79,6 @@ class Result:
         }
 
 
-def _place(spec: RunSpec, i: int) -> tuple[int, int, int, int]:
-    n = spec.cluster.hosts
-    m = spec.containers_per_host
-    if spec.placement == "cross-host":
-        h = i % n
-        c = (i // n) % m
-        return h, c, (h + 1) % n, c
-    h = i % n
-    c = (2 * (i // n)) % m
-    return h, c, h, (c + 1) % m
-
-
 def run(spec: RunSpec) -> Result:
     """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec."""
     wall0 = time.perf_counter()
@@ -101,7 +87,7 @@ def run(spec: RunSpec) -> Result:
     net = MODES[spec.mode].build(cl, spec.containers_per_host, **spec.mode_options)
     flows: list[Flow] = []
     for i in range(spec.streams):
-        ch, cc, sh, sc = _place(spec, i)
+        ch, cc, sh, sc = spec.slots(i)
         port = SERVER_PORT_BASE + i
         proto = PROTO_TCP if spec.workload.startswith("tcp") else PROTO_UDP
         connect_ip, connect_port = net.target((ch, cc), (sh, sc), port, proto)
