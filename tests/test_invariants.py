@@ -42,6 +42,7 @@ def test_packets_are_conserved_and_no_resource_is_used_more_than_100_percent(spe
     acc = r.accounting
     assert acc["created"] == acc["delivered"] + acc["dropped"] + acc["in_flight"], acc
     assert acc["dropped"] == int(r.drops["count"].sum())
+    assert 0 <= int(r.drops["window_count"].sum()) <= acc["dropped"]
     assert (r.cores["utilisation"] <= 1.0 + 1e-9).all(), r.cores
     assert (r.links["utilisation"] <= 1.0 + 1e-9).all(), r.links
     assert (r.cores["busy_s"] >= -1e-12).all()

@@ -39,9 +39,11 @@ Simplifications
   [0.5, 1.5] × base) and the REACHABLE → STALE transition is evaluated lazily, without a timer.
 * In Linux a REACHABLE entry's timer holds a reference, so forced gc cannot take it until it
   turns STALE; here it can once it has not been updated for 5 s.
-* The unresolved queue is limited in packets (``unres_qlen``), not in bytes
-  (``unres_qlen_bytes``).  As in Linux, the oldest queued packet is dropped to make room
-  (``unres_queue_full``), and the new packet is always queued.
+* The unresolved queue is limited, as in Linux since 3.3, in bytes of skb truesize
+  (``unres_qlen_bytes``, default 212992; truesize ~ frame + 576 B of sk_buff and shared info,
+  so 101 full-size frames — the ``unres_qlen`` that /proc shows — but ~330 SYNs); an
+  explicit ``unres_qlen`` adds a packet limit.  As in Linux, the oldest queued packet is
+  dropped to make room (``unres_queue_full``), and the new packet is always queued.
 * A failed resolution only drops the queued packets; Linux also reports ICMP host unreachable
   to local senders.
 """
@@ -62,6 +64,10 @@ if TYPE_CHECKING:
 
 FORCED_GC_MIN_AGE_S = 5.0
 """Forced gc only removes entries not updated for this long (``5 * HZ`` in the kernel)."""
+
+
+SKB_TRUESIZE_OVERHEAD_BYTES = 576
+"""SKB_TRUESIZE(len) - len on x86-64: aligned sizeof(sk_buff) + sizeof(skb_shared_info)."""
 
 
 class NudState(IntEnum):
@@ -123,7 +129,8 @@ class NeighbourTable:
     gc_stale_s: a STALE entry unused for this long is removed by periodic gc (60 s).
     retrans_s: interval between ARP requests of one resolution (1 s).
     mcast_solicit: ARP requests sent before a resolution fails (3); 0 fails at once.
-    unres_qlen: packets queued per unresolved entry (101).
+    unres_qlen_bytes: truesize bytes queued per unresolved entry (212992).
+    unres_qlen: optional packet limit per unresolved entry (``None``: bytes only).
 
     Attributes
     ----------
@@ -146,7 +153,8 @@ class NeighbourTable:
         gc_stale_s: float = 60.0,
         retrans_s: float = 1.0,
         mcast_solicit: int = 3,
-        unres_qlen: int = 101,
+        unres_qlen: int | None = None,
+        unres_qlen_bytes: int = 212992,
     ) -> None:
         big = 100_000_000
         check_number(f"{name}.gc_thresh1", gc_thresh1, low=0, high=big, integer=True)
@@ -158,7 +166,9 @@ class NeighbourTable:
         check_number(f"{name}.gc_stale_s", gc_stale_s, low=0, low_inclusive=False, high=86400.0)
         check_number(f"{name}.retrans_s", retrans_s, low=0, low_inclusive=False, high=3600.0)
         check_number(f"{name}.mcast_solicit", mcast_solicit, low=0, high=1000, integer=True)
-        check_number(f"{name}.unres_qlen", unres_qlen, low=0, high=big, integer=True)
+        if unres_qlen is not None:
+            check_number(f"{name}.unres_qlen", unres_qlen, low=0, high=big, integer=True)
+        check_number(f"{name}.unres_qlen_bytes", unres_qlen_bytes, low=0, high=1 << 31, integer=True)
         self.sim = sim
         self.name = name
         self.gc_thresh1 = gc_thresh1
@@ -168,7 +178,8 @@ class NeighbourTable:
         self.gc_stale_s = float(gc_stale_s)
         self.retrans_s = float(retrans_s)
         self.mcast_solicit = mcast_solicit
-        self.unres_qlen = unres_qlen
+        self.unres_qlen = unres_qlen if unres_qlen is not None else big
+        self.unres_qlen_bytes = unres_qlen_bytes
         self.solicit: Callable[[int, Any], None] | None = None
         self._entries: dict[int, _Entry] = {}
         self._gc_entries = 0
@@ -217,7 +228,11 @@ class NeighbourTable:
         elif e.state == _INCOMPLETE:
             pending = e.pending
             # Linux drops from the head of arp_queue until the new skb fits, then queues it.
-            while pending and len(pending) >= self.unres_qlen:
+            limit = self.unres_qlen_bytes - (pkt.size_bytes + SKB_TRUESIZE_OVERHEAD_BYTES)
+            while pending and (
+                len(pending) >= self.unres_qlen
+                or sum(p.size_bytes for p in pending) + SKB_TRUESIZE_OVERHEAD_BYTES * len(pending) > limit
+            ):
                 self._held -= 1
                 self.unres_discards += 1
                 self.sim.drop(pending.popleft(), self.name, "unres_queue_full")

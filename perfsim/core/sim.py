@@ -114,8 +114,9 @@ class Sim:
         return finish
 
     def run(self, until_s: float) -> None:
-        """Advance the simulation to ``until_s`` seconds."""
-        self.env.run(until=until_s)
+        """Advance the simulation to ``until_s`` seconds (no-op if that time has passed)."""
+        if until_s > self.env._now:
+            self.env.run(until=until_s)
 
     # -- packets ----------------------------------------------------------------------------
     def new_packet(

@@ -25,6 +25,8 @@ from perfsim.transport.workloads import Flow, start_workload
 
 START_JITTER_S = 50e-6
 """Flows start at a random time in [0, 50 µs), as separately launched netperf processes do."""
+MAX_EXTRA_WARMUP_S = 1.0
+"""Simulated seconds the warm-up may be extended while flows are still starting up."""
 TABLE_SAMPLES = 20
 """Table occupancy is sampled this many times per run."""
 SERVER_PORT_BASE = 5001
@@ -53,6 +55,10 @@ class Result:
     latencies_s: np.ndarray
     wall_s: float
     sim_events: int
+    measured_from_s: float = 0.0
+    """Simulated time the measurement window started (warm-up end)."""
+    warm: bool = True
+    """False when some flow had delivered nothing when the warm-up limit ran out."""
 
     def summary(self) -> dict[str, Any]:
         """One row in :data:`SUMMARY_COLUMNS` (plus a few extras) for ``perfsim compare``."""
@@ -73,9 +79,10 @@ class Result:
             "latency_p50_us": float(np.percentile(lat, 50) * 1e6) if lat.size else float("nan"),
             "latency_p99_us": float(np.percentile(lat, 99) * 1e6) if lat.size else float("nan"),
             "cpu_s_per_gb": cpu_s / (total_bytes / 1e9) if total_bytes > 0 else float("nan"),
-            "drops": int(self.drops["count"].sum()) if len(self.drops) else 0,
+            "drops": int(self.drops["window_count"].sum()) if len(self.drops) else 0,
             "retransmits": int(self.flows["retransmits"].sum()),
             "cpu_utilisation": cpu_s / dur / max(len(self.cores), 1),
+            "measured_from_s": self.measured_from_s,
         }
 
 
@@ -97,7 +104,7 @@ def run(spec: RunSpec) -> Result:
                 server_port=port, client_port=CLIENT_PORT_BASE + 97 * i,
                 connect_ip=connect_ip, connect_port=connect_port,
                 start_s=float(sim.rng.stream(f"flow{i}.start").uniform(0.0, START_JITTER_S)),
-                measure_from_s=spec.warmup_s,
+                measure_from_s=0.0,
             )
         )
     links = [el for el in sim.elements.values() if isinstance(el, Link)]
@@ -108,23 +115,37 @@ def run(spec: RunSpec) -> Result:
         snapshot["cores"] = {c.name: c.work_done(now) for h in cl.hosts for c in h.cpus.cores}
         snapshot["stages"] = {(h.name, s): st.cpu_s for h in cl.hosts for s, st in h.stages.items()}
         snapshot["links"] = {link.name: link.work_done(now) for link in links}
+        snapshot["drops"] = dict(sim.drops)
 
-    sim.call_at(spec.warmup_s, take_snapshot, None)
     sampler = TableSampler(sim, spec.duration_s / TABLE_SAMPLES)
-    sim.run(spec.duration_s)
-    dur = spec.duration_s - spec.warmup_s
+    window_s = spec.duration_s - spec.warmup_s
+    t = spec.warmup_s
+    sim.run(t)
+    # Warm-up ends once every flow has delivered something (ARP, handshakes and table
+    # misses of a large start-up are over), at the earliest at warmup_s.
+    tick = max(spec.warmup_s / 4, 1e-3)
+    while not all(f.stats.progressed for f in flows) and t < spec.warmup_s + MAX_EXTRA_WARMUP_S:
+        t += tick
+        sim.run(t)
+    warm = all(f.stats.progressed for f in flows)
+    for f in flows:
+        f.stats.restart(t)
+    take_snapshot(None)
+    end = t + window_s
+    sim.run(end)
+    dur = window_s
     rows = []
     for i, f in enumerate(flows):
-        row = {"flow": i, "mode": spec.mode, **f.summary(spec.duration_s)}
+        row = {"flow": i, "mode": spec.mode, **f.summary(end)}
         rows.append(row)
     lat = np.concatenate([np.asarray(f.stats.latencies_s, dtype=float) for f in flows]) if flows else np.empty(0)
     return Result(
         spec=spec,
         flows=pd.DataFrame(rows),
         stages=stage_frame(cl.hosts, snapshot.get("stages")),
-        cores=core_frame(cl.hosts, spec.duration_s, dur, snapshot.get("cores")),
-        links=link_frame(links, spec.duration_s, dur, snapshot.get("links")),
-        drops=drop_frame(sim),
+        cores=core_frame(cl.hosts, end, dur, snapshot.get("cores")),
+        links=link_frame(links, end, dur, snapshot.get("links")),
+        drops=drop_frame(sim, snapshot.get("drops")),
         tables=sampler.frame(),
         accounting={
             "created": sim.created, "delivered": sim.delivered,
@@ -132,5 +153,7 @@ def run(spec: RunSpec) -> Result:
         },
         latencies_s=lat,
         wall_s=time.perf_counter() - wall0,
+        measured_from_s=t,
+        warm=warm,
         sim_events=next(sim._eid),
     )

@@ -52,10 +52,15 @@ def link_frame(links: Iterable[Any], now_s: float, elapsed_s: float, since: dict
     return pd.DataFrame(rows, columns=["link", "packets", "bytes", "utilisation", "max_queue"])
 
 
-def drop_frame(sim: Sim) -> pd.DataFrame:
-    """Drops by site and reason."""
-    rows = [{"site": s, "reason": r, "count": n} for (s, r), n in sorted(sim.drops.items())]
-    return pd.DataFrame(rows, columns=["site", "reason", "count"])
+def drop_frame(sim: Sim, since: dict[tuple[str, str], int] | None = None) -> pd.DataFrame:
+    """Drops by site and reason over the whole run (``count``) and in the measurement window
+    (``window_count``: minus the warm-up snapshot ``since``)."""
+    base = since or {}
+    rows = [
+        {"site": s, "reason": r, "count": n, "window_count": n - base.get((s, r), 0)}
+        for (s, r), n in sorted(sim.drops.items())
+    ]
+    return pd.DataFrame(rows, columns=["site", "reason", "count", "window_count"])
 
 
 def percentile_us(samples_s: Any, q: float) -> float:

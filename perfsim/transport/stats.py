@@ -99,6 +99,18 @@ class FlowStats:
         if now >= self.measure_from_s:
             self.drops += 1
 
+    @property
+    def progressed(self) -> bool:
+        """Has the workload delivered anything to an application yet?"""
+        return self.bytes > 0 or self.transactions > 0 or self.datagrams > 0
+
+    def restart(self, now: float) -> None:
+        """Start the measurement window at ``now``: forget everything counted so far."""
+        self.measure_from_s = now
+        self.bytes = self.packets = self.datagrams = self.transactions = self.connections = 0
+        self.retransmits = self.timeouts = self.fast_retransmits = self.drops = 0
+        self.latencies_s.clear()
+
     # -- results ----------------------------------------------------------------------------
     def summary(self, until_s: float) -> dict[str, Any]:
         """A flat dict (one DataFrame row) of the window ``[measure_from_s, until_s]``.
