@@ -174,7 +174,7 @@ def headline_figure(table: pd.DataFrame) -> Figure:
                             label=f"cross-host ceiling: {hosts} NICs × {nic:g} Gbit/s")
             axes[0].set_ylim(top=max(axes[0].get_ylim()[1], hosts * nic * 1.08))
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 5), frameon=False)
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
         scale_txt = "by scale"
     axes[0].set_title("throughput")
     axes[1].set_title("CPU cost (all cores of all hosts)")

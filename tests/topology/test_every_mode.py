@@ -77,3 +77,14 @@ def test_the_cross_host_cpu_cost_ordering_emerges() -> None:
     assert all(cost[m] > cost["host"] for m in cost if m != "host")
     assert cost["overlay"] > cost["routed"]
     assert cost["ipip"] > cost["routed"]
+
+
+def test_the_round_trip_latency_ordering_emerges() -> None:
+    """tcp_rr: fewer stages on the path, shorter round trip. Orderings only, never ratios."""
+    p50: dict[str, float] = {}
+    for mode, placement in [("container", "same-host"), ("bridge", "same-host"), ("host", "cross-host"),
+                            ("routed", "cross-host"), ("overlay", "cross-host")]:
+        r = run(RunSpec(mode=mode, placement=placement, workload="tcp_rr", containers_per_host=2,
+                        duration_s=0.01, warmup_s=0.002))
+        p50[mode] = r.summary()["latency_p50_us"]
+    assert p50["container"] < p50["bridge"] < p50["host"] < p50["routed"] < p50["overlay"]
