@@ -94,7 +94,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     from perfsim.core.profile import load_profile
     from perfsim.errors import ConfigError
-    from perfsim.experiment.compare import FORMATS, execute, plan
+    from perfsim.experiment.compare import FORMATS, HOST_SWEEP_FLOWS_PER_HOST, execute, plan
     from perfsim.experiment.output import write_frame
 
     if args.format not in FORMATS:
@@ -124,6 +124,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         "profile": f"{profile.name}: {profile.provenance.get('source', '')}",
         "perfsim": __version__,
         "runs": len(specs),
+        "host_sweep_flows_per_host": HOST_SWEEP_FLOWS_PER_HOST,
         "wall_s": round(out.wall_s, 1),
     }
     paths = write_report(out_dir, table, out.stages if len(out.stages) else None, meta)

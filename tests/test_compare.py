@@ -65,10 +65,13 @@ def test_python_api_returns_the_same_columns() -> None:
 
 def test_default_plan_covers_every_workload_and_the_scale_sweep() -> None:
     specs = plan(["host", "overlay"])
-    cells = {(s.mode, s.workload, s.streams) for s in specs}
+    cells = {(s.mode, s.workload, s.streams, s.cluster.hosts) for s in specs}
     for mode in ("host", "overlay"):
         for wl in ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr"):
-            assert (mode, wl, 1) in cells
+            assert (mode, wl, 1, 2) in cells
         for n in (1, 4, 16, 64, 256):
-            assert (mode, "tcp_stream", n) in cells
+            assert (mode, "tcp_stream", n, 2) in cells
+        for hosts in (2, 4, 8):  # the host sweep: 8 flows per host
+            assert (mode, "tcp_stream", 8 * hosts, hosts) in cells
     assert len(specs) == len(cells)
+    assert all(s.containers_per_host * s.cluster.hosts >= s.streams for s in specs)

@@ -3,13 +3,14 @@
 A comparison is a list of :class:`RunSpec` built and validated up front (so a bad option
 fails before anything runs or is written), run in parallel worker processes (each run is
 deterministic, so parallel and serial results are identical), and collected into one table:
-one row per (mode, workload, streams).
+one row per (mode, workload, streams, hosts).
 
 By default every mode that can carry a flow runs (all but ``none``).  With no workload given,
-every netperf workload runs with one flow per mode; with no
-``streams`` given, the scale workload (``tcp_stream`` by default) is also swept over
-:data:`DEFAULT_SCALE` concurrent flows, each flow in its own container (containers per host
-grow with the flows).  That sweep feeds the headline figure.
+every netperf workload runs with one flow per mode.  With no ``streams`` given, the scale
+workload (``tcp_stream`` by default) is also swept over :data:`DEFAULT_SCALE` concurrent
+flows, each flow in its own container (containers per host grow with the flows) — the
+headline figure — and over :data:`DEFAULT_HOST_SCALE` hosts with
+:data:`HOST_SWEEP_FLOWS_PER_HOST` flows per host.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from perfsim.topology.cluster import ClusterSpec
 from perfsim.topology.modes import MODES
 
 DEFAULT_SCALE = (1, 4, 16, 64, 256)
+DEFAULT_HOST_SCALE = (2, 4, 8)
+HOST_SWEEP_FLOWS_PER_HOST = 8
+"""The host sweep keeps the load per host fixed: ``8 × hosts`` concurrent flows."""
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
 EXTRA_COLUMNS = ["hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "retransmits",
@@ -53,6 +57,7 @@ def plan(
     workload: str | None = None,
     streams: int | None = None,
     scale: Sequence[int] | None = None,
+    host_scale: Sequence[int] | None = None,
     message_size: int | None = None,
     hosts: int = 2,
     containers_per_host: int | None = None,
@@ -80,26 +85,33 @@ def plan(
     points = [streams] if streams is not None else list(scale or DEFAULT_SCALE)
     for s in points:
         check_number("scale", s, low=1, high=1_000_000, integer=True)
+    host_points = [] if streams is not None else list(host_scale if host_scale is not None else DEFAULT_HOST_SCALE)
+    for n_hosts in host_points:
+        check_number("host_scale", n_hosts, low=1, high=65000, integer=True)
     workloads = [workload] if workload is not None else list(WORKLOADS)
     scale_workload = workload or "tcp_stream"
-    cluster = ClusterSpec(hosts=hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
+    def cluster_of(n_hosts: int) -> ClusterSpec:
+        return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
+
+    cluster_of(hosts)  # validate the base cluster before anything else
     specs: list[RunSpec] = []
-    seen: set[tuple[str, str, int]] = set()
+    seen: set[tuple[str, str, int, int]] = set()
     for mode in modes:
         pl = placement or MODES[mode].default_placement
         if pl not in MODES[mode].placements:
             raise ConfigError("placement", pl, f"{' or '.join(MODES[mode].placements)} for mode {mode}")
-        cells = [(wl, points[0] if streams is not None else 1) for wl in workloads]
-        cells += [(scale_workload, s) for s in points]
-        for wl, n in cells:
-            if (mode, wl, n) in seen:
+        cells = [(wl, points[0] if streams is not None else 1, hosts) for wl in workloads]
+        cells += [(scale_workload, s, hosts) for s in points]
+        cells += [(scale_workload, HOST_SWEEP_FLOWS_PER_HOST * h, h) for h in host_points]
+        for wl, n, n_hosts in cells:
+            if (mode, wl, n, n_hosts) in seen:
                 continue
-            seen.add((mode, wl, n))
-            per_host = math.ceil(n / hosts) if pl == "cross-host" else 2 * math.ceil(n / hosts)
+            seen.add((mode, wl, n, n_hosts))
+            per_host = math.ceil(n / n_hosts) if pl == "cross-host" else 2 * math.ceil(n / n_hosts)
             specs.append(
                 RunSpec(
                     mode=mode, workload=wl, streams=n, message_size=message_size, placement=pl,
-                    containers_per_host=containers_per_host or per_host, cluster=cluster,
+                    containers_per_host=containers_per_host or per_host, cluster=cluster_of(n_hosts),
                     duration_s=duration_s, warmup_s=duration_s * 0.2, seed=seed, profile=profile,
                 )
             )
@@ -146,8 +158,10 @@ def execute(specs: list[RunSpec], workers: int | None = None, progress: bool = F
             bar.close()
     table = pd.DataFrame([r for r, _ in results])
     table = table[SUMMARY_COLUMNS + [c for c in EXTRA_COLUMNS if c in table.columns]]
-    scale_wl = specs[-1].workload if specs else "tcp_stream"
-    stages = [s for (row, s) in results if row["streams"] == 1 and row["workload"] == scale_wl]
+    scale_wl = specs[-1].workload if specs else "tcp_stream"  # the sweeps come last
+    base_hosts = specs[0].cluster.hosts if specs else 0
+    stages = [s for (row, s) in results
+              if row["streams"] == 1 and row["workload"] == scale_wl and row["hosts"] == base_hosts]
     stage_frame = pd.concat(stages, ignore_index=True) if stages else pd.DataFrame()
     return CompareOutput(table, stage_frame, time.perf_counter() - t0)
 

@@ -121,6 +121,51 @@ def _log_if_spread(ax: object, values: np.ndarray) -> bool:
     return False
 
 
+def base_hosts_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows run on the comparison's base cluster: when the table also holds a host sweep
+    (a ``hosts`` column with several values), keep the host count of its single-stream rows."""
+    if "hosts" not in table.columns or table["hosts"].nunique() <= 1:
+        return table
+    smallest = table[table["streams"] == table["streams"].min()]
+    return table[table["hosts"] == smallest["hosts"].mode().iloc[0]]
+
+
+def hosts_figure(table: pd.DataFrame, flows_per_host: int) -> Figure | None:
+    """Aggregate throughput and CPU seconds per GB against the number of hosts, one line per
+    mode, for the scale workload's host sweep (``flows_per_host × hosts`` flows). ``None``
+    when the table holds no host sweep."""
+    if "hosts" not in table.columns or table["hosts"].nunique() <= 1:
+        return None
+    wl = scale_workload(base_hosts_rows(table))
+    sub = table[(table["workload"] == wl) & (table["streams"] == table["hosts"] * flows_per_host)]
+    if sub["hosts"].nunique() <= 1:
+        return None
+    labels = _series_labels(sub)
+    colours = mode_colours(list(table["mode"]))
+    cells = sub.groupby(["mode", "hosts"], sort=False)[["throughput_gbps", "cpu_s_per_gb"]].mean()
+    hosts = sorted(int(h) for h in sub["hosts"].unique())
+    fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (("throughput_gbps", "aggregate throughput (Gbit/s)"), ("cpu_s_per_gb", "CPU seconds per GB"))
+    for ax, (col, ylabel) in zip(axes, panels, strict=True):
+        for m, label in labels.items():
+            s = cells[col].xs(m, level="mode").sort_index()
+            ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(dtype=float), marker="o", color=colours[m],
+                    label=label, linewidth=1.8, markersize=5)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator([float(h) for h in hosts]))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(h) for h in hosts])
+        ax.set_xlabel(f"hosts (log2), {flows_per_host} flows per host")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
+    fig.suptitle(f"{wl} by number of hosts", fontsize=11)
+    return fig
+
+
 def headline_figure(table: pd.DataFrame) -> Figure:
     """Aggregate throughput (Gbit/s) and CPU seconds per GB against the number of concurrent
     streams, one line per mode, for the scale workload.
@@ -131,6 +176,7 @@ def headline_figure(table: pd.DataFrame) -> Figure:
     bytes) leave a gap rather than a zero.
     """
     _require(table, "table", TABLE_COLUMNS)
+    table = base_hosts_rows(table)
     wl = scale_workload(table)
     sub = table[table["workload"] == wl]
     labels = _series_labels(sub)
@@ -195,6 +241,7 @@ def latency_figure(table: pd.DataFrame) -> Figure:
     (NaN) are left empty.
     """
     _require(table, "table", LATENCY_COLUMNS)
+    table = base_hosts_rows(table)
     smallest = table.groupby("workload", sort=False)["streams"].transform("min")
     sub = table[table["streams"] == smallest]
     cells = sub.groupby(["workload", "mode"], sort=False)[["latency_p50_us", "latency_p99_us"]].mean()

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from perfsim.errors import ConfigError
 from perfsim.experiment.output import write_atomic
-from perfsim.reports.figures import headline_figure, latency_figure, stage_cpu_figure
+from perfsim.reports.figures import headline_figure, hosts_figure, latency_figure, stage_cpu_figure
 
 DPI = 120
 SUMMARY = ["mode", "placement", "workload", "streams", "message_size", "throughput_gbps", "pps",
@@ -183,6 +183,10 @@ def write_report(out_dir: Path, table: pd.DataFrame, stages: pd.DataFrame | None
         ("headline.png", "throughput and CPU per GB by scale", lambda: headline_figure(table)),
         ("latency.png", "p50 and p99 latency per mode", lambda: latency_figure(table)),
     ]
+    flows_per_host = int(meta.get("host_sweep_flows_per_host", 0) or 0)
+    if flows_per_host and hosts_figure(table, flows_per_host) is not None:
+        figures.append(("hosts.png", "throughput and CPU per GB by number of hosts",
+                        lambda: hosts_figure(table, flows_per_host)))  # type: ignore[arg-type,return-value]
     stage_note = ""
     if stages is None or len(stages) == 0:
         stage_note = "No per-stage CPU frame was given for this comparison, so the stage figure is skipped."
@@ -221,6 +225,9 @@ def _page(table: pd.DataFrame, meta: Mapping[str, Any], imgs: dict[str, str], st
         imgs["headline.png"],
         ('<p class="caption">Aggregate throughput of all streams, and CPU seconds (all cores, all hosts) '
          "per GB delivered, for the workload swept over scale.</p>"),
+        ("<h2>Throughput and CPU cost by number of hosts</h2>" + imgs["hosts.png"]
+         + '<p class="caption">The same workload with a fixed number of flows per host, on more hosts.</p>')
+        if "hosts.png" in imgs else "",
         "<h2>Results</h2>",
         f'<p class="caption">Same in every run: {html.escape(setup)}.</p>' if setup else "",
         tbl,
