@@ -85,7 +85,7 @@ class Link(Element):
         nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
         tx = nbytes * self._s_per_byte
         busy = self._busy_until
-        departure = (max(now, busy)) + tx
+        departure = (busy if busy > now else now) + tx  # noqa: PLR1730 - cheaper than max()
         self._busy_until = departure
         dq.append(departure)
         self.max_queue = max(self.max_queue, len(dq))

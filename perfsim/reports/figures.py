@@ -127,7 +127,9 @@ def base_hosts_rows(table: pd.DataFrame) -> pd.DataFrame:
     if "hosts" not in table.columns or table["hosts"].nunique() <= 1:
         return table
     smallest = table[table["streams"] == table["streams"].min()]
-    return table[table["hosts"] == smallest["hosts"].mode().iloc[0]]
+    base = smallest["hosts"].mode().iloc[0]
+    rows: pd.DataFrame = table[table["hosts"] == base]
+    return rows
 
 
 def hosts_figure(table: pd.DataFrame, flows_per_host: int) -> Figure | None:
