@@ -66,9 +66,6 @@ class Link(Element):
         self.busy_s = 0.0
         self.max_queue = 0
 
-    def put(self, pkt: Packet) -> None:
-        self.enqueue(pkt)
-
     def enqueue(self, pkt: Packet) -> float:
         """Queue ``pkt``; return the time its last bit leaves the transmitter, or -1.0 if it
         was dropped."""
@@ -88,12 +85,15 @@ class Link(Element):
         departure = (busy if busy > now else now) + tx  # noqa: PLR1730 - cheaper than max()
         self._busy_until = departure
         dq.append(departure)
-        self.max_queue = max(self.max_queue, len(dq))
+        if len(dq) > self.max_queue:
+            self.max_queue = len(dq)
         self.sent_packets += 1
         self.sent_bytes += nbytes
         self.busy_s += tx
         self.sim.call_at(departure + self.delay_s, self.out.put, pkt)  # type: ignore[union-attr]
         return departure
+
+    put = enqueue  # type: ignore[assignment]  # element entry; the departure time is ignored
 
     def queue_len(self) -> int:
         """Packets queued or in transmission now."""
