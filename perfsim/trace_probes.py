@@ -163,7 +163,9 @@ class Probes:
             if isinstance(el, NetDevice):
                 self._attach_device(el)
             elif isinstance(el, Link):
+                # Link.put is Link.enqueue: probe both entries (each calls the original once)
                 self._wrap(el, "enqueue", self._on_link, el, self._link_owner(el))
+                self._wrap(el, "put", self._on_link, el, self._link_owner(el))
             elif isinstance(el, Conntrack):
                 ns = next((n for n in nf_ns.values() if n.nf.conntrack is el), None)
                 self._wrap(el, "track", self._on_track, el, ns)
