@@ -63,9 +63,13 @@ def check_number(
     return cast(float, value)
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _range_text(low: float | None, high: float | None, low_inclusive: bool) -> str:
-    lo = "" if low is None else (f" >= {low:g}" if low_inclusive else f" > {low:g}")
-    hi = "" if high is None else f" <= {high:g}"
+    lo = "" if low is None else (f" >= {_num(low)}" if low_inclusive else f" > {_num(low)}")
+    hi = "" if high is None else f" <= {_num(high)}"
     if lo and hi:
         return f"{lo} and{hi}"
     return lo or hi

@@ -15,6 +15,7 @@ not a silently ignored key).  The code never contains a cost: it asks the profil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,15 @@ class Profile:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a built-in profile by name (``default``) or a profile YAML file by path."""
+    """Load a built-in profile by name (``default``) or a profile YAML file by path (cached by
+    name, path and the file's modification time)."""
+    p = Path(name_or_path)
+    stamp = p.stat().st_mtime_ns if p.is_file() else 0
+    return _load_profile(str(name_or_path), stamp)
+
+
+@lru_cache(maxsize=32)
+def _load_profile(name_or_path: str, _stamp: int) -> Profile:
     text: str
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():

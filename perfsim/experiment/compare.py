@@ -111,7 +111,7 @@ def plan(
             specs.append(
                 RunSpec(
                     mode=mode, workload=wl, streams=n, message_size=message_size, placement=pl,
-                    containers_per_host=containers_per_host or per_host, cluster=cluster_of(n_hosts),
+                    containers_per_host=per_host if containers_per_host is None else containers_per_host, cluster=cluster_of(n_hosts),
                     duration_s=duration_s, warmup_s=duration_s * 0.2, seed=seed, profile=profile,
                 )
             )

@@ -73,6 +73,9 @@ class RunSpec:
         if self.warmup_s >= self.duration_s:
             raise ConfigError("warmup_s", self.warmup_s, f"less than duration_s ({self.duration_s})")
         check_number("seed", self.seed, low=0, high=2**63 - 1, integer=True)
+        from perfsim.core.profile import load_profile
+
+        load_profile(self.profile)  # an unknown profile fails here, before anything runs
         if self.mode == "none":
             ch, cc, sh, sc = self.slots(0)
             if (ch, cc) != (sh, sc):
