@@ -6,29 +6,18 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from perfsim.components.link import Link
-from perfsim.core.packet import PROTO_TCP, PROTO_UDP
-from perfsim.core.profile import load_profile
-from perfsim.core.sim import Sim
+from perfsim.core.rng import RngStreams
 from perfsim.experiment.config import RunSpec
-from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_frame
-from perfsim.topology.cluster import build_cluster
-from perfsim.topology.modes import MODES
-from perfsim.transport.workloads import Flow, start_workload
+from perfsim.experiment.simulate import Experiment, FlowPlan, simulate
 
 START_JITTER_S = 50e-6
 """Flows start at a random time in [0, 50 µs), as separately launched netperf processes do."""
-MAX_EXTRA_WARMUP_S = 1.0
-"""Simulated seconds the warm-up may be extended while flows are still starting up."""
-TABLE_SAMPLES = 20
-"""Table occupancy is sampled this many times per run."""
 SERVER_PORT_BASE = 5001
 CLIENT_PORT_BASE = 32768
 
@@ -86,74 +75,29 @@ class Result:
         }
 
 
-def run(spec: RunSpec) -> Result:
-    """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec."""
-    wall0 = time.perf_counter()
-    sim = Sim(seed=spec.seed, profile=load_profile(spec.profile))
-    cl = build_cluster(sim, spec.cluster)
-    net = MODES[spec.mode].build(cl, spec.containers_per_host, **spec.mode_options)
-    flows: list[Flow] = []
+def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
+    """The flows of a RunSpec: ``streams`` copies of its workload placed by
+    :meth:`RunSpec.slots`, each starting at a random time in [0, :data:`START_JITTER_S`)."""
+    starts = RngStreams(spec.seed).stream("flows.start").uniform(0.0, START_JITTER_S, spec.streams)
+    plans = []
     for i in range(spec.streams):
         ch, cc, sh, sc = spec.slots(i)
-        port = SERVER_PORT_BASE + i
-        proto = PROTO_TCP if spec.workload.startswith("tcp") else PROTO_UDP
-        connect_ip, connect_port = net.target((ch, cc), (sh, sc), port, proto)
-        flows.append(
-            start_workload(
-                sim, spec.workload, net.endpoint(ch, cc), net.endpoint(sh, sc), spec.message_bytes,
-                server_port=port, client_port=CLIENT_PORT_BASE + 97 * i,
-                connect_ip=connect_ip, connect_port=connect_port,
-                start_s=float(sim.rng.stream(f"flow{i}.start").uniform(0.0, START_JITTER_S)),
-                measure_from_s=0.0,
-            )
-        )
-    links = [el for el in sim.elements.values() if isinstance(el, Link)]
-    snapshot: dict[str, Any] = {}
+        plans.append(FlowPlan(spec.workload, (ch, cc), (sh, sc), spec.message_bytes,
+                              server_port=SERVER_PORT_BASE + i, client_port=CLIENT_PORT_BASE + 97 * i,
+                              start_s=float(starts[i]), group=spec.workload))
+    return tuple(plans)
 
-    def take_snapshot(_: Any) -> None:
-        now = sim.now
-        snapshot["cores"] = {c.name: c.work_done(now) for h in cl.hosts for c in h.cpus.cores}
-        snapshot["stages"] = {(h.name, s): st.cpu_s for h in cl.hosts for s, st in h.stages.items()}
-        snapshot["links"] = {link.name: link.work_done(now) for link in links}
-        snapshot["drops"] = dict(sim.drops)
 
-    sampler = TableSampler(sim, spec.duration_s / TABLE_SAMPLES)
-    window_s = spec.duration_s - spec.warmup_s
-    t = spec.warmup_s
-    sim.run(t)
-    # Warm-up ends once every flow has delivered something (ARP, handshakes and table
-    # misses of a large start-up are over), at the earliest at warmup_s.
-    tick = max(spec.warmup_s / 4, 1e-3)
-    while not all(f.stats.progressed for f in flows) and t < spec.warmup_s + MAX_EXTRA_WARMUP_S:
-        t += tick
-        sim.run(t)
-    warm = all(f.stats.progressed for f in flows)
-    for f in flows:
-        f.stats.restart(t)
-    take_snapshot(None)
-    end = t + window_s
-    sim.run(end)
-    dur = window_s
-    rows = []
-    for i, f in enumerate(flows):
-        row = {"flow": i, "mode": spec.mode, **f.summary(end)}
-        rows.append(row)
-    lat = np.concatenate([np.asarray(f.stats.latencies_s, dtype=float) for f in flows]) if flows else np.empty(0)
+def run(spec: RunSpec) -> Result:
+    """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec."""
+    out = simulate(Experiment(
+        cluster=spec.cluster, mode=spec.mode, containers_per_host=spec.containers_per_host,
+        flows=flow_plans(spec), duration_s=spec.duration_s, warmup_s=spec.warmup_s,
+        seed=spec.seed, profile=spec.profile, mode_options=spec.mode_options,
+    ))
     return Result(
-        spec=spec,
-        flows=pd.DataFrame(rows),
-        stages=stage_frame(cl.hosts, snapshot.get("stages")),
-        cores=core_frame(cl.hosts, end, dur, snapshot.get("cores")),
-        links=link_frame(links, end, dur, snapshot.get("links")),
-        drops=drop_frame(sim, snapshot.get("drops")),
-        tables=sampler.frame(),
-        accounting={
-            "created": sim.created, "delivered": sim.delivered,
-            "dropped": sim.dropped, "in_flight": sim.in_flight(),
-        },
-        latencies_s=lat,
-        wall_s=time.perf_counter() - wall0,
-        measured_from_s=t,
-        warm=warm,
-        sim_events=next(sim._eid),
+        spec=spec, flows=out.flows, stages=out.stages, cores=out.cores, links=out.links,
+        drops=out.drops, tables=out.tables, accounting=out.accounting,
+        latencies_s=out.latencies_s.get(spec.workload, np.empty(0)), wall_s=out.wall_s,
+        sim_events=out.sim_events, measured_from_s=out.measured_from_s, warm=out.warm,
     )
