@@ -20,3 +20,12 @@ def test_engine_benchmark_quick_prints_the_required_lines() -> None:
     for name in ("perfsim", "simpy"):
         assert re.search(rf"^{name} packets_per_s=\d+ events_per_s=\d+$", out, re.MULTILINE), out
     assert re.search(r"^ratio perfsim/simpy=[\d.]+$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_modes_benchmark_quick_reports_every_mode() -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/modes.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for mode in ("host", "bridge", "overlay", "routed", "ipip"):
+        assert re.search(rf"^{mode}\s+tcp_stream\s+sim_s_per_wall_s=[\d.]+ events_per_s=\d+ packets_per_s=\d+$", proc.stdout, re.M)
+    assert re.search(r"^all events_per_s=\d+$", proc.stdout, re.M)
