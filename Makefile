@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/modes.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
