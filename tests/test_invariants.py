@@ -8,12 +8,13 @@ from hypothesis import strategies as st
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import ClusterSpec
+from perfsim.topology.modes import MODES
 
 
 @st.composite
 def specs(draw: st.DrawFn) -> RunSpec:
-    mode = draw(st.sampled_from(["host", "bridge", "overlay"]))
-    placement = "same-host" if mode == "bridge" else draw(st.sampled_from(["same-host", "cross-host"]))
+    mode = draw(st.sampled_from([m for m in MODES if m != "none"]))
+    placement = draw(st.sampled_from(MODES[mode].placements))
     cluster = ClusterSpec(
         hosts=draw(st.integers(2, 3)),
         cores=draw(st.integers(1, 3)),
@@ -27,7 +28,7 @@ def specs(draw: st.DrawFn) -> RunSpec:
         workload=draw(st.sampled_from(["tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr"])),
         streams=draw(st.integers(1, 4)),
         placement=placement,
-        containers_per_host=draw(st.integers(2, 3)),
+        containers_per_host=draw(st.sampled_from([2, 4])),
         cluster=cluster,
         duration_s=draw(st.sampled_from([0.002, 0.004])),
         warmup_s=0.001,
@@ -35,7 +36,7 @@ def specs(draw: st.DrawFn) -> RunSpec:
     )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_packets_are_conserved_and_no_resource_is_used_more_than_100_percent(spec: RunSpec) -> None:
     r = run(spec)
