@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="walk one packet through a mode hop by hop")
     add_trace_arguments(t)
+    from perfsim.scenario.cli import add_check_arguments, add_run_arguments
+
+    add_run_arguments(sub.add_parser("run", help="run a scenario file (YAML)"))
+    add_check_arguments(sub.add_parser("check", help="validate a scenario file without running it"))
     return p
 
 
@@ -75,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from perfsim.trace import trace_main
 
             return trace_main(args)
+        if args.command in ("run", "check"):
+            from perfsim.scenario.cli import check_main, run_main
+
+            return run_main(args) if args.command == "run" else check_main(args)
     except PerfsimError as exc:
         if args.debug:
             raise

@@ -166,15 +166,18 @@ class DockerBridgeNetwork(ModeNetwork):
 
     def target(self, client: Slot, server: Slot, port: int, proto: int) -> tuple[int, int]:
         """Same host: the server container's address.  Across hosts: the server host's address
-        and a host port published (on first use) as the same number as the container port."""
+        and the host port that publishes ``port`` of the server container — an existing
+        publication (``-p 8080:80``) if there is one, else one published on first use as the
+        same number as the container port."""
         ep = self.endpoint(*server)
         self.endpoint(*client)
         if client[0] == server[0]:
             return ep.ip, port
         h = server[0]
-        key = (h, proto, port)
-        if self.published.get(key) != (server[1], port):
-            self.publish(h, server[1], port, port, proto)
+        for (ph, pproto, host_port), dest in self.published.items():
+            if ph == h and pproto == proto and dest == (server[1], port):
+                return self.cluster.host_ip(h), host_port
+        self.publish(h, server[1], port, port, proto)
         return self.cluster.host_ip(h), port
 
 
