@@ -102,7 +102,7 @@ def simulate(exp: Experiment) -> Simulated:
             sim, plan.workload, net.endpoint(*plan.client), net.endpoint(*plan.server), plan.message_size,
             server_port=plan.server_port, client_port=plan.client_port,
             connect_ip=connect_ip, connect_port=connect_port, start_s=plan.start_s,
-            rate_bps=plan.rate_bps, measure_from_s=0.0,
+            rate_bps=plan.rate_bps, stop_s=plan.stop_s, measure_from_s=0.0,
         )
         flows.append(flow)
     links = [el for el in sim.elements.values() if isinstance(el, Link)]

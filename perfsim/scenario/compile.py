@@ -93,7 +93,7 @@ def flow_plans(scenario: Scenario) -> tuple[tuple[int, FlowPlan], ...]:
             out.append((i, FlowPlan(
                 w.type, where[w.client], where[w.server], size, server_port=w.port + s,
                 client_port=CLIENT_PORT_BASE + (97 * k) % 32768, start_s=float(w.start_s + starts[k]),
-                stop_s=None, rate_bps=float(w.rate_bps), group=w.name,
+                stop_s=None if w.stop_s is None else float(w.stop_s), rate_bps=float(w.rate_bps), group=w.name,
             )))
             k += 1
     return tuple(out)

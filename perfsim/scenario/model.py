@@ -244,6 +244,8 @@ class Workload:
     rate_bps: float = _f(0.0, "pacing of each stream's payload, bit/s; 0 = unpaced (stream types only)",
                          minimum=0, maximum=1e13)
     start_s: float = _f(0.0, "simulated time the flows start, seconds", minimum=0, maximum=3600)
+    stop_s: float | None = _f(None, "simulated time the clients stop starting new writes, transactions "
+                              "or connections, seconds; omitted: run to the end", minimum=0, maximum=3600)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -330,6 +332,8 @@ class Scenario:
                                   "client (mode container shares a namespace; it cannot cross hosts)")
             if w.start_s >= self.duration_s:
                 raise ConfigError(f"{path}.start_s", w.start_s, f"a number >= 0 and < duration_s ({self.duration_s:g})")
+            if w.stop_s is not None and w.stop_s <= w.start_s:
+                raise ConfigError(f"{path}.stop_s", w.stop_s, f"a number > start_s ({w.start_s:g})")
             total += w.streams
         if total > MAX_FLOWS:
             raise ConfigError("workloads", f"{total} streams in all", f"at most {MAX_FLOWS} streams in all")

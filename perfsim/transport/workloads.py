@@ -78,6 +78,8 @@ class Flow:
         """The server's TcpListener or UdpSocket."""
         self.server_conn: TcpConnection | None = None
         """The connection the server accepted last (TCP)."""
+        self.stop_s = float("inf")
+        """The client starts no new write, transaction or connection from this time on."""
 
     def summary(self, until_s: float) -> dict[str, Any]:
         """One flat row: :meth:`FlowStats.summary` of the measurement window."""
@@ -97,6 +99,7 @@ def start_workload(
     client_port: int,
     start_s: float = 0.0,
     rate_bps: float = 0.0,
+    stop_s: float | None = None,
     *,
     measure_from_s: float = 0.0,
     sndbuf_bytes: int | None = None,
@@ -132,6 +135,8 @@ def start_workload(
     check_number("server_port", server_port, low=1, high=65535, integer=True)
     check_number("client_port", client_port, low=1, high=65535, integer=True)
     check_number("start_s", start_s, low=0)
+    if stop_s is not None:
+        check_number("stop_s", stop_s, low=start_s, low_inclusive=False)
     check_number("measure_from_s", measure_from_s, low=0)
     check_number("rate_bps", rate_bps, low=0, high=1e13)
     if rate_bps > 0 and not name.endswith("stream"):
@@ -140,6 +145,8 @@ def start_workload(
     dst_port = server_port if connect_port is None else check_number("connect_port", connect_port, low=1, high=65535, integer=True)
     stats = FlowStats(name, measure_from_s=measure_from_s, one_way=name.endswith("stream"))
     flow = Flow(name, client, server, stats)
+    if stop_s is not None:
+        flow.stop_s = float(stop_s)
     env = sim.env
     mss = min(client.mss_bytes, server.mss_bytes)
     bufs: dict[str, Any] = {"sndbuf_bytes": sndbuf_bytes, "rcvbuf_bytes": rcvbuf_bytes,
@@ -218,10 +225,12 @@ def _tcp_stream_client(flow: Flow, conn: TcpConnection, size: int, start_s: floa
     flow.stats.on_connection(env.now)
     interval = size * 8.0 / rate_bps if rate_bps > 0 else 0.0
     t_next = env.now
-    while (yield from conn.write(size)):
+    while env.now < flow.stop_s and (yield from conn.write(size)):
         if interval:
             t_next += interval
             yield from _wait_until(env, t_next)
+    if env.now >= flow.stop_s:
+        conn.close()
 
 
 def _tcp_rr_client(flow: Flow, conn: TcpConnection, size: int, start_s: float) -> Generator[Any, Any, None]:
@@ -230,13 +239,14 @@ def _tcp_rr_client(flow: Flow, conn: TcpConnection, size: int, start_s: float) -
     if not (yield from conn.connect()):
         return
     flow.stats.on_connection(env.now)
-    while True:
+    while env.now < flow.stop_s:
         t0 = env.now
         if not (yield from conn.write(size)):
             return
         if not (yield from _read_exact(conn, size)):
             return
         flow.stats.on_transaction(env.now, env.now - t0)
+    conn.close()
 
 
 def _next_port(port: int) -> int:
@@ -251,7 +261,7 @@ def _tcp_crr_client(
     ep = flow.client
     yield from _wait_until(env, start_s)
     port = conn.flow.sport
-    while True:
+    while env.now < flow.stop_s:
         t0 = env.now
         if (yield from conn.connect()):
             flow.stats.on_connection(env.now)
@@ -281,7 +291,7 @@ def _udp_stream_client(
     t_next = env.now
     wmem = sock.wmem
     sndbuf = sock.sndbuf
-    while True:
+    while env.now < flow.stop_s:
         if wmem.level() >= sndbuf:
             yield from sock.wait_sndbuf()  # blocking sendmsg: no room in the send buffer
         t_free = sock.sendto(dst_ip, dst_port, size)
@@ -299,7 +309,7 @@ def _udp_rr_client(
 ) -> Generator[Any, Any, None]:
     env = sock.sim.env
     yield from _wait_until(env, start_s)
-    while True:
+    while env.now < flow.stop_s:
         t0 = env.now
         yield from sock.send(dst_ip, dst_port, size)
         yield from sock.recv()
