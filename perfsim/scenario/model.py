@@ -201,8 +201,9 @@ class Network:
 
     mode: str = _f(doc="network mode (datapath)", enum=tuple(MODES))
     options: dict[str, Any] = _f(  # noqa: RUF009
-        {}, "the mode's options, e.g. {networks: 2, attach_both: true} for user-bridge, "
-        "{learning: true, vni: 42} for overlay")
+        {}, "the mode's options: bridge/container {subnet, mtu_bytes}; user-bridge {networks, "
+        "attach_both, subnets, mtu_bytes}; overlay {vni, learning, subnet, mtu_bytes}; routed "
+        "{pod_cidr}; ipip {pod_cidr, mtu_bytes}")
     publish: tuple[Publish, ...] = _f((), "published ports (bridge and user-bridge only)")
 
     def __post_init__(self) -> None:

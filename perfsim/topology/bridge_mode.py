@@ -37,11 +37,20 @@ has built-in chains only, so a jump and its ``RETURN`` cost no ``nf_rule``)::
 ``-m addrtype --dst-type LOCAL`` (the jump to the nat DOCKER chain) is matched as ``-d <host
 ip>/32``, the one local address reachable from the fabric.  Not modelled: docker-proxy and the
 nat OUTPUT rule (connections from the host itself to a published port), hairpin NAT.
+
+Options (``dockerd --bip`` / ``--mtu``): ``subnet`` (default ``"172.17.0.0/16"``) is docker0's
+network: its first host address is the gateway (docker0's own address), containers follow
+(``subnet + 2``, ``+ 3``, ...), so it must hold ``containers_per_host + 3`` addresses (network,
+gateway, broadcast).  ``mtu_bytes`` (default: the hosts' NIC MTU) is the MTU of docker0 and of
+both ends of every veth, hence the containers' MSS (``mtu - 52``).  Docker accepts any bridge
+MTU; one above the NIC MTU makes cross-host frames larger than the NIC MTU, which the NIC drops
+(``mtu_exceeded``: path-MTU discovery is not modelled).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from perfsim.components.bridge import Bridge
 from perfsim.components.netdev import veth_pair
@@ -51,10 +60,13 @@ from perfsim.core.packet import PROTO_TCP, PROTO_UDP
 from perfsim.errors import ConfigError, check_number
 from perfsim.topology.base import ModeNetwork, Slot, make_endpoint
 from perfsim.topology.cluster import Cluster
+from perfsim.topology.subnets import Subnet, check_mtu, check_room, parse_subnet
 
 DOCKER0_NET = 0xAC110000  # 172.17.0.0/16
 BRIDGE_PLEN = 16
 MAX_CONTAINERS = (1 << (32 - BRIDGE_PLEN)) - 3  # .0 network, .1 gateway, broadcast
+MAX_ANY_SUBNET = 1 << 24
+"""Sanity cap on containers per host with a ``subnet`` option (whose room is checked itself)."""
 ESTABLISHED = frozenset({"RELATED", "ESTABLISHED"})
 
 
@@ -87,6 +99,26 @@ def check_containers(containers_per_host: int, high: int = MAX_CONTAINERS) -> No
     check_number("containers_per_host", containers_per_host, low=1, high=high, integer=True)
 
 
+def bridge_subnet(field: str, subnet: Any, addresses: int, default: Subnet) -> Subnet:
+    """The subnet of a Docker bridge whose containers take ``addresses`` addresses after the
+    gateway: ``default`` when ``subnet`` is None (the caller has already checked the container
+    count against it), else ``subnet`` parsed and checked to hold them plus the network,
+    gateway and broadcast addresses."""
+    if subnet is None:
+        return default
+    parsed = parse_subnet(field, subnet)
+    check_room(field, subnet, parsed, addresses + 3,
+               f"{addresses} container address{'es' if addresses > 1 else ''} + gateway, network and broadcast")
+    return parsed
+
+
+def bridge_mtu(cl: Cluster, mtu_bytes: Any) -> int:
+    """The MTU of a Docker bridge and its veths: the NIC MTU by default; any 68 .. 65535."""
+    if mtu_bytes is None:
+        return cl.spec.mtu_bytes
+    return check_mtu("mode_options.mtu_bytes", mtu_bytes, 65535)
+
+
 def root_nf(cl: Cluster, h: int) -> Netfilter:
     nf = cl.roots[h].nf
     if nf is None or nf.conntrack is None:
@@ -94,14 +126,14 @@ def root_nf(cl: Cluster, h: int) -> Netfilter:
     return nf
 
 
-def add_docker_bridge(cl: Cluster, h: int, ifname: str, net: int, mtu: int) -> Bridge:
-    """Create a Docker-managed bridge ``ifname`` (gateway ``net + 1``/16) on host ``h`` with the
-    per-bridge rules Docker installs: MASQUERADE for its subnet and its FORWARD block."""
+def add_docker_bridge(cl: Cluster, h: int, ifname: str, net: int, mtu: int, plen: int = BRIDGE_PLEN) -> Bridge:
+    """Create a Docker-managed bridge ``ifname`` (gateway ``net + 1``/``plen``) on host ``h`` with
+    the per-bridge rules Docker installs: MASQUERADE for its subnet and its FORWARD block."""
     root = cl.roots[h]
     nf = root_nf(cl, h)
     br = Bridge(cl.hosts[h], f"h{h}/{ifname}", cl.new_mac(), mtu, nf_hook=nf.bridge_hook)
-    root.add_device(br, net + 1, BRIDGE_PLEN)
-    nf.append("nat", "POSTROUTING", Rule("MASQUERADE", src=(net, BRIDGE_PLEN), out_if=f"!{ifname}"))
+    root.add_device(br, net + 1, plen)
+    nf.append("nat", "POSTROUTING", Rule("MASQUERADE", src=(net, plen), out_if=f"!{ifname}"))
     nf.append("filter", "FORWARD", Rule("ACCEPT", out_if=ifname, ctstate=ESTABLISHED))
     nf.append("filter", "FORWARD", Rule("ACCEPT", in_if=ifname, out_if=f"!{ifname}"))
     nf.append("filter", "FORWARD", Rule("ACCEPT", in_if=ifname, out_if=ifname))
@@ -181,16 +213,24 @@ class DockerBridgeNetwork(ModeNetwork):
         return self.cluster.host_ip(h), port
 
 
-def build_bridge(cl: Cluster, containers_per_host: int) -> DockerBridgeNetwork:
-    """``docker0`` with ``containers_per_host`` containers (172.17.0.2, .3, ...) on every host."""
-    check_containers(containers_per_host)
+def build_bridge(
+    cl: Cluster, containers_per_host: int, subnet: str | None = None, mtu_bytes: int | None = None
+) -> DockerBridgeNetwork:
+    """``docker0`` with ``containers_per_host`` containers on every host: gateway at the
+    subnet's first address (172.17.0.1), containers after it (172.17.0.2, .3, ...).
+
+    ``subnet``: docker0's network (``--bip``), default 172.17.0.0/16; ``mtu_bytes``: docker0's
+    and the containers' MTU (``--mtu``), default the NIC MTU.
+    """
+    mtu = bridge_mtu(cl, mtu_bytes)
+    check_containers(containers_per_host, MAX_CONTAINERS if subnet is None else MAX_ANY_SUBNET)
+    base, plen = bridge_subnet("mode_options.subnet", subnet, containers_per_host, (DOCKER0_NET, BRIDGE_PLEN))
     net = DockerBridgeNetwork("bridge", cl)
-    mtu = cl.spec.mtu_bytes
     for h in range(len(cl.roots)):
-        br = add_docker_bridge(cl, h, "docker0", DOCKER0_NET, mtu)
+        br = add_docker_bridge(cl, h, "docker0", base, mtu, plen)
         for c in range(containers_per_host):
-            ip = DOCKER0_NET + 2 + c
-            ns = add_container(cl, h, f"h{h}c{c}", br, ip, BRIDGE_PLEN, DOCKER0_NET + 1, mtu)
+            ip = base + 2 + c
+            ns = add_container(cl, h, f"h{h}c{c}", br, ip, plen, base + 1, mtu)
             net.endpoints[(h, c)] = make_endpoint(cl, ns, ip, h, c, mtu)
             net.attachments[(h, c)] = [Attachment("docker0", ip)]
     return net

@@ -16,6 +16,10 @@ one ``lo``.  A flow between the two members never leaves the namespace::
 A flow inside one ``none`` container would work (over ``lo``); between two containers it
 cannot: :meth:`NoneNetwork.target` refuses it with a ConfigError.
 
+Options of ``container`` (the pods sit on ``docker0``): ``subnet`` and ``mtu_bytes`` as for
+``bridge`` (:mod:`perfsim.topology.bridge_mode`); a pod takes one address, so the subnet must
+hold ``containers_per_host / 2 + 3`` addresses.
+
 Assumption: a loopback flow's MSS comes from the container's ``eth0`` MTU (as host mode's
 same-host flows use the NIC MTU), not from ``lo``'s 64 KiB MTU; with GSO on this changes
 nothing, since both send 64 KiB super-segments.
@@ -33,11 +37,14 @@ from perfsim.topology.base import ModeNetwork, Slot, make_endpoint
 from perfsim.topology.bridge_mode import (
     BRIDGE_PLEN,
     DOCKER0_NET,
+    MAX_ANY_SUBNET,
     MAX_CONTAINERS,
     Attachment,
     DockerBridgeNetwork,
     add_container,
     add_docker_bridge,
+    bridge_mtu,
+    bridge_subnet,
     check_containers,
 )
 from perfsim.topology.cluster import Cluster
@@ -67,19 +74,24 @@ class LoopbackDevice(NetDevice):
         self.receive(pkt)
 
 
-def build_container(cl: Cluster, containers_per_host: int) -> DockerBridgeNetwork:
+def build_container(
+    cl: Cluster, containers_per_host: int, subnet: str | None = None, mtu_bytes: int | None = None
+) -> DockerBridgeNetwork:
     """``containers_per_host`` (even) containers per host, as ``containers_per_host // 2``
-    ``docker0`` pods of two; same-host flow ``i`` (container ``2i`` to ``2i+1``) stays in a pod."""
-    check_containers(containers_per_host, 2 * MAX_CONTAINERS)
+    ``docker0`` pods of two; same-host flow ``i`` (container ``2i`` to ``2i+1``) stays in a pod.
+    ``subnet`` and ``mtu_bytes``: docker0's, as in :func:`~perfsim.topology.bridge_mode.build_bridge`."""
+    mtu = bridge_mtu(cl, mtu_bytes)
+    check_containers(containers_per_host, 2 * (MAX_CONTAINERS if subnet is None else MAX_ANY_SUBNET))
     if containers_per_host % 2:
         raise ConfigError("containers_per_host", containers_per_host, "an even number (pairs share a namespace)")
+    pods = containers_per_host // 2
+    base, plen = bridge_subnet("mode_options.subnet", subnet, pods, (DOCKER0_NET, BRIDGE_PLEN))
     net = DockerBridgeNetwork("container", cl)
-    mtu = cl.spec.mtu_bytes
     for h in range(len(cl.roots)):
-        br = add_docker_bridge(cl, h, "docker0", DOCKER0_NET, mtu)
-        for k in range(containers_per_host // 2):
-            ip = DOCKER0_NET + 2 + k
-            ns = add_container(cl, h, f"h{h}c{2 * k}", br, ip, BRIDGE_PLEN, DOCKER0_NET + 1, mtu)
+        br = add_docker_bridge(cl, h, "docker0", base, mtu, plen)
+        for k in range(pods):
+            ip = base + 2 + k
+            ns = add_container(cl, h, f"h{h}c{2 * k}", br, ip, plen, base + 1, mtu)
             for c in (2 * k, 2 * k + 1):
                 net.endpoints[(h, c)] = make_endpoint(cl, ns, ip, h, c, mtu)
                 net.attachments[(h, c)] = [Attachment("docker0", ip)]

@@ -18,6 +18,13 @@ and every later frame go unicast to one VTEP::
 
     ctr ARP who-has -> ovbr0 (flood) -> vxlan0 -> one copy per remote VTEP -> ovbr0 (flood)
         -> every remote container; the owner replies unicast -> learned on the way back
+
+Options: ``subnet`` (``docker network create -d overlay --subnet``, default 10.1.0.0/16) —
+host ``h`` takes the ``h``-th /24 block of it and its containers ``block + 2 + c``, so it must
+hold ``hosts × 256`` addresses (prefix length <= ``24 - ceil(log2(hosts))``); the containers'
+interfaces carry its prefix length.  ``mtu_bytes`` (``-o com.docker.network.driver.mtu``): the
+inner MTU of the containers, the bridge and the VTEP, default the underlay MTU - 50 and at most
+that, since the NIC must carry the 50 B of VXLAN headers on top of a full inner frame.
 """
 
 from __future__ import annotations
@@ -28,28 +35,42 @@ from perfsim.errors import ConfigError, check_number
 from perfsim.topology.base import ModeNetwork, make_endpoint
 from perfsim.topology.bridge_mode import add_container
 from perfsim.topology.cluster import Cluster
-from perfsim.units import VXLAN_OVERHEAD_BYTES
+from perfsim.topology.subnets import check_mtu, check_room, parse_subnet
+from perfsim.units import MIN_IPV4_MTU, VXLAN_OVERHEAD_BYTES
 
 OVERLAY_NET = 0x0A010000  # 10.1.0.0/16
+OVERLAY_PLEN = 16
 OVERLAY_VNI = 4096
 
 
 def build_overlay(
-    cl: Cluster, containers_per_host: int, vni: int = OVERLAY_VNI, learning: bool = False
+    cl: Cluster, containers_per_host: int, vni: int = OVERLAY_VNI, learning: bool = False,
+    subnet: str | None = None, mtu_bytes: int | None = None,
 ) -> ModeNetwork:
-    """One overlay network spanning every host; containers at 10.1.<h>.<c+2>/16.
+    """One overlay network spanning every host; containers at <h-th /24 of subnet>.<c+2>
+    (10.1.<h>.<c+2>/16 by default).
 
     ``learning``: flood-and-learn instead of the pre-populated neighbour entries and FDB.
+    ``subnet``: the overlay network; ``mtu_bytes``: the inner MTU (<= underlay MTU - 50).
     """
     check_number("mode_options.vni", vni, low=0, high=(1 << 24) - 1, integer=True)
     if not isinstance(learning, bool):
         raise ConfigError("mode_options.learning", learning, "True or False")
     check_number("containers_per_host", containers_per_host, low=1, high=253, integer=True)
-    if len(cl.hosts) > 256:
-        raise ConfigError("hosts", len(cl.hosts), "<= 256 for an overlay (10.1.<h>.0/24 per host)")
-    mtu = cl.spec.mtu_bytes - VXLAN_OVERHEAD_BYTES
-    if mtu < 68:
+    hosts = len(cl.hosts)
+    if subnet is None:
+        if hosts > 256:
+            raise ConfigError("hosts", hosts, "<= 256 for an overlay (10.1.<h>.0/24 per host)")
+        base, plen = OVERLAY_NET, OVERLAY_PLEN
+    else:
+        base, plen = parse_subnet("mode_options.subnet", subnet)
+        check_room("mode_options.subnet", subnet, (base, plen), hosts << 8, f"{hosts} hosts (one /24 per host)")
+    max_mtu = cl.spec.mtu_bytes - VXLAN_OVERHEAD_BYTES
+    if max_mtu < MIN_IPV4_MTU:
         raise ConfigError("mtu_bytes", cl.spec.mtu_bytes, f">= {68 + VXLAN_OVERHEAD_BYTES} for an overlay (50 B of VXLAN headers)")
+    mtu = max_mtu if mtu_bytes is None else check_mtu(
+        "mode_options.mtu_bytes", mtu_bytes, max_mtu,
+        f"MTU too large for the 50 B VXLAN encapsulation on the {cl.spec.mtu_bytes} B underlay")
     net = ModeNetwork("overlay", cl)
     vteps: list[VxlanDevice] = []
     macs: dict[tuple[int, int], int] = {}
@@ -64,8 +85,8 @@ def build_overlay(
         br.add_port(vx)
         vteps.append(vx)
         for c in range(containers_per_host):
-            ip = OVERLAY_NET + (h << 8) + c + 2
-            ns = add_container(cl, h, f"h{h}c{c}", br, ip, 16, None, mtu)
+            ip = base + (h << 8) + c + 2
+            ns = add_container(cl, h, f"h{h}c{c}", br, ip, plen, None, mtu)
             macs[(h, c)] = ns.devices["eth0"].mac
             net.endpoints[(h, c)] = make_endpoint(cl, ns, ip, h, c, mtu)
     if learning:

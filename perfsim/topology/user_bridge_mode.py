@@ -24,6 +24,13 @@ isolation rules (DOCKER-ISOLATION-STAGE-1/2) are inlined at the top of FORWARD. 
 are local to a host (bridge driver): every host has the same subnets, and a cross-host flow
 goes through a published port.
 
+Options: ``subnets`` (one CIDR string per network, ``docker network create --subnet``; default
+172.18.0.0/16, 172.19.0.0/16, ...) — each network's gateway is its first host address and
+container ``c`` is at ``subnet + 2 + c`` on every network it joins, so each subnet must hold
+``containers_per_host + 3`` addresses, and no two may overlap (Docker: "Pool overlaps with other
+one on this address space"); ``mtu_bytes`` (``-o com.docker.network.driver.mtu``, default the
+NIC MTU, 68 .. 65535) for every bridge and veth, as for ``docker0``.
+
 Embedded DNS: a client resolves the server's name (the container name on the same host, the
 host name across hosts, which the embedded server forwards) once through dockerd's resolver
 at 127.0.0.11 — one ``dns_lookup`` charged on the client's application core — and then uses
@@ -34,20 +41,26 @@ simulated client connects to the address anyway, and the isolation rules drop th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from perfsim.core.sim import reserve
 from perfsim.errors import ConfigError, check_number
 from perfsim.topology.base import Slot, make_endpoint
 from perfsim.topology.bridge_mode import (
     BRIDGE_PLEN,
+    MAX_ANY_SUBNET,
+    MAX_CONTAINERS,
     Attachment,
     DockerBridgeNetwork,
     add_container,
     add_docker_bridge,
     add_isolation,
+    bridge_mtu,
+    bridge_subnet,
     check_containers,
 )
 from perfsim.topology.cluster import Cluster
+from perfsim.topology.subnets import Subnet, check_disjoint
 
 USER_NET_BASE = 0xAC120000  # 172.18.0.0/16, then 172.19.0.0/16, ...
 MAX_NETWORKS = 14  # 172.18 .. 172.31: the private 172.16.0.0/12 block Docker allocates from
@@ -100,23 +113,43 @@ class UserBridgeNetwork(DockerBridgeNetwork):
         return self.resolve(client, f"h{server[0]}c{server[1]}", ip), port
 
 
+def user_subnets(subnets: Any, networks: int, containers_per_host: int) -> list[Subnet]:
+    """The subnet of each network: the defaults (172.18.0.0/16, ...) or ``subnets`` checked
+    one by one (format, room for the containers, no overlap with an earlier one)."""
+    if subnets is None:
+        return [(USER_NET_BASE + (k << 16), BRIDGE_PLEN) for k in range(networks)]
+    if not isinstance(subnets, list | tuple) or len(subnets) != networks:
+        raise ConfigError("mode_options.subnets", subnets,
+                          f"a list of {networks} CIDR subnet{'s' if networks > 1 else ''}, one per network "
+                          f"(networks = {networks})")
+    out: list[Subnet] = []
+    for i, text in enumerate(subnets):
+        field_ = f"mode_options.subnets[{i}]"
+        parsed = bridge_subnet(field_, text, containers_per_host, (0, 0))
+        check_disjoint(field_, text, parsed, out)
+        out.append(parsed)
+    return out
+
+
 def build_user_bridge(
-    cl: Cluster, containers_per_host: int, networks: int = 1, attach_both: bool = False
+    cl: Cluster, containers_per_host: int, networks: int = 1, attach_both: bool = False,
+    subnets: list[str] | tuple[str, ...] | None = None, mtu_bytes: int | None = None,
 ) -> UserBridgeNetwork:
-    """``networks`` user-defined bridges per host (172.18.0.0/16, 172.19.0.0/16, ...); container
-    ``c`` on network ``c % networks`` at ``.c+2``; with ``attach_both`` on every network."""
+    """``networks`` user-defined bridges per host (172.18.0.0/16, 172.19.0.0/16, ... or
+    ``subnets``); container ``c`` on network ``c % networks`` at ``subnet + c + 2``; with
+    ``attach_both`` on every network.  ``mtu_bytes``: every bridge's and veth's MTU."""
     check_number("mode_options.networks", networks, low=1, high=MAX_NETWORKS, integer=True)
     if not isinstance(attach_both, bool):
         raise ConfigError("mode_options.attach_both", attach_both, "True or False")
     if attach_both and networks < 2:
         raise ConfigError("mode_options.attach_both", attach_both, "False unless networks >= 2")
-    check_containers(containers_per_host)
+    mtu = bridge_mtu(cl, mtu_bytes)
+    check_containers(containers_per_host, MAX_CONTAINERS if subnets is None else MAX_ANY_SUBNET)
+    nets = user_subnets(subnets, networks, containers_per_host)
     net = UserBridgeNetwork("user-bridge", cl)
-    mtu = cl.spec.mtu_bytes
     ifnames = [network_ifname(k) for k in range(networks)]
     for h in range(len(cl.roots)):
-        subnets = [USER_NET_BASE + (k << 16) for k in range(networks)]
-        bridges = [add_docker_bridge(cl, h, ifnames[k], subnets[k], mtu) for k in range(networks)]
+        bridges = [add_docker_bridge(cl, h, ifnames[k], nets[k][0], mtu, nets[k][1]) for k in range(networks)]
         add_isolation(cl, h, ifnames)
         for c in range(containers_per_host):
             name = f"h{h}c{c}"
@@ -125,9 +158,10 @@ def build_user_bridge(
             ns = None
             atts = []
             for i, k in enumerate(order):
-                ip = subnets[k] + 2 + c
-                gw = subnets[k] + 1 if i == 0 else None
-                ns = add_container(cl, h, name, bridges[k], ip, BRIDGE_PLEN, gw, mtu, ns=ns, ifname=f"eth{i}")
+                base, plen = nets[k]
+                ip = base + 2 + c
+                gw = base + 1 if i == 0 else None
+                ns = add_container(cl, h, name, bridges[k], ip, plen, gw, mtu, ns=ns, ifname=f"eth{i}")
                 atts.append(Attachment(ifnames[k], ip))
             assert ns is not None
             net.endpoints[(h, c)] = make_endpoint(cl, ns, atts[0].ip, h, c, mtu)

@@ -28,7 +28,12 @@ def test_the_registry_lists_every_mode_with_its_placements_and_options() -> None
         "ipip": (PLACEMENTS, "cross-host"),
     }
     assert {m: i.options for m, i in MODES.items() if i.options} == {
-        "user-bridge": ("networks", "attach_both"), "overlay": ("vni", "learning"),
+        "bridge": ("subnet", "mtu_bytes"),
+        "user-bridge": ("networks", "attach_both", "subnets", "mtu_bytes"),
+        "container": ("subnet", "mtu_bytes"),
+        "overlay": ("vni", "learning", "subnet", "mtu_bytes"),
+        "routed": ("pod_cidr",),
+        "ipip": ("pod_cidr", "mtu_bytes"),
     }
     assert all(i.datapath and "\n" not in i.datapath for i in MODES.values())
 

@@ -78,7 +78,7 @@ def test_without_learning_the_control_plane_prepopulates_and_nothing_floods() ->
     [
         ({"learning": 1}, r"^mode_options.learning: got 1; allowed: True or False"),
         ({"vni": -1}, r"^mode_options.vni: got -1"),
-        ({"networks": 2}, r"^mode_options.networks: got 2; allowed: one of vni, learning for mode overlay"),
+        ({"networks": 2}, r"^mode_options.networks: got 2; allowed: one of vni, learning, subnet, mtu_bytes for mode overlay"),
     ],
 )
 def test_overlay_options_are_validated(options: dict, message: str) -> None:

@@ -114,7 +114,7 @@ def test_cross_host_user_bridge_publishes_and_resolves_the_host_name_once() -> N
         ({"networks": 0}, r"^mode_options.networks: got 0; allowed: an integer >= 1 and <= 14"),
         ({"networks": 2, "attach_both": "yes"}, r"^mode_options.attach_both: got 'yes'; allowed: True or False"),
         ({"attach_both": True}, r"^mode_options.attach_both: got True; allowed: False unless networks >= 2"),
-        ({"learning": True}, r"^mode_options.learning: got True; allowed: one of networks, attach_both for mode user-bridge"),
+        ({"learning": True}, r"^mode_options.learning: got True; allowed: one of networks, attach_both, subnets, mtu_bytes for mode user-bridge"),
     ],
 )
 def test_bad_options_name_the_field(options: dict, message: str) -> None:
