@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/modes.py
+	$(BIN)/python benchmarks/maxmin.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
