@@ -133,7 +133,9 @@ def instances(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     dense = np.array(draw(st.lists(entry, min_size=n_res * n_flows, max_size=n_res * n_flows)))
     dense = dense.reshape(n_res, n_flows)
     capacity = np.array(draw(st.lists(st.floats(0.5, 10.0), min_size=n_res, max_size=n_res)))
-    cap = st.one_of(st.just(np.inf), st.floats(0.0, 5.0))
+    # caps are rates (bytes/s): 0 or a normal float; a subnormal cap (5e-324) would only test
+    # the solver's float underflow, not the max-min condition
+    cap = st.one_of(st.just(np.inf), st.just(0.0), st.floats(1e-6, 5.0))
     caps = np.array(draw(st.lists(cap, min_size=n_flows, max_size=n_flows)))
     w = np.array(draw(st.lists(st.floats(0.25, 4.0), min_size=n_flows, max_size=n_flows)))
     return dense, capacity, caps, w
