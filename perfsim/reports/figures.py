@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,25 @@ def _log_if_spread(ax: object, values: np.ndarray) -> bool:
     return False
 
 
+def _mode_lines(
+    ax: Any, values: pd.Series, labels: dict[str, str], colours: dict[str, str], xs: list[int],
+    xlabel: str, ylabel: str,
+) -> None:
+    """One line with markers per mode of ``values`` (indexed by mode, then x) on a log2 x axis
+    with a tick at each of ``xs``."""
+    for m, label in labels.items():
+        s = values.xs(m, level="mode").sort_index()
+        ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(dtype=float), marker="o", color=colours[m],
+                label=label, linewidth=1.8, markersize=5)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator([float(x) for x in xs]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def base_hosts_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows run on the comparison's base cluster: when the table also holds a host sweep
     (a ``hosts`` column with several values), keep the host count of its single-stream rows."""
@@ -150,18 +170,8 @@ def hosts_figure(table: pd.DataFrame, flows_per_host: int) -> Figure | None:
     axes = fig.subplots(1, 2)
     panels = (("throughput_gbps", "aggregate throughput (Gbit/s)"), ("cpu_s_per_gb", "CPU seconds per GB"))
     for ax, (col, ylabel) in zip(axes, panels, strict=True):
-        for m, label in labels.items():
-            s = cells[col].xs(m, level="mode").sort_index()
-            ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(dtype=float), marker="o", color=colours[m],
-                    label=label, linewidth=1.8, markersize=5)
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator([float(h) for h in hosts]))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(h) for h in hosts])
-        ax.set_xlabel(f"hosts (log2), {flows_per_host} flows per host")
-        ax.set_ylabel(ylabel)
+        _mode_lines(ax, cells[col], labels, colours, hosts, f"hosts (log2), {flows_per_host} flows per host", ylabel)
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), frameon=False)
     fig.suptitle(f"{wl} by number of hosts", fontsize=11)
@@ -202,19 +212,9 @@ def headline_figure(table: pd.DataFrame) -> Figure:
         scale_txt = f"{scales[0]} stream" + ("s" if scales[0] != 1 else "")
     else:
         for ax, (col, ylabel) in zip(axes, panels, strict=True):
-            for m, label in labels.items():
-                s = cells[col].xs(m, level="mode").sort_index()
-                ax.plot(s.index.to_numpy(dtype=float), s.to_numpy(dtype=float), marker="o", color=colours[m],
-                        label=label, linewidth=1.8, markersize=5)
-            ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_locator(FixedLocator([float(s) for s in scales]))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticklabels([str(s) for s in scales])
-            ax.set_xlabel("concurrent streams (log2)")
-            ax.set_ylabel(ylabel)
+            _mode_lines(ax, cells[col], labels, colours, scales, "concurrent streams (log2)", ylabel)
             if not _log_if_spread(ax, cells[col].to_numpy(dtype=float)):
                 ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
         limit = _cross_host_limit(sub)
         if limit is not None:
             hosts, nic = limit
