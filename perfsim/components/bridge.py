@@ -383,7 +383,7 @@ class Bridge(NetDevice):
             else:
                 copy = sim.clone(pkt)
                 copy.owner = None
-                pkt.work_s = 0.0
+                copy.work_s, pkt.work_s = pkt.work_s, 0.0  # the first copy sent carries it
             stage.charge(copy)
             port.xmit(copy)
         if local:

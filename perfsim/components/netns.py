@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from perfsim.components.neighbour import NeighbourTable
 from perfsim.components.routing import RoutingTable
 from perfsim.core.packet import ARP_REPLY, ARP_REQUEST, BROADCAST_MAC, FlowKey, Packet
-from perfsim.core.sim import reserve
 from perfsim.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -187,10 +186,7 @@ class NetNs:
         nexthop = gateway if gateway is not None else pkt.flow.dst_ip
         mac = self.neigh.lookup(nexthop)
         if mac is None:
-            if pkt.work_s and pkt.core is not None:
-                # The work so far was done before the packet waits for ARP: account it now.
-                reserve(pkt.core, self.sim.now, pkt.work_s)
-                pkt.work_s = 0.0
+            self.sim.settle(pkt)  # the work so far was done before the packet waits for ARP
             if pkt.core is not None:
                 self._arp_core = pkt.core
             self.neigh.queue(nexthop, pkt, dev)
@@ -268,7 +264,7 @@ class NetNs:
         ours = target_ip in self.local_ips
         if pkt.kind == ARP_REQUEST:
             if not ours:
-                self._finish(pkt)  # not for us: the kernel ignores it
+                self.sim.consume(pkt)  # not for us: the kernel ignores it
                 return
             queued = self.neigh.confirm(sender_ip, pkt.src_mac)
             reply = self.sim.new_packet(
@@ -276,23 +272,16 @@ class NetNs:
                 src_mac=dev.mac, dst_mac=pkt.src_mac,
             )
             reply.core = pkt.core
-            self._finish(pkt)
+            self.sim.consume(pkt)
             dev.xmit(reply)
         else:
             queued = self.neigh.confirm(sender_ip, pkt.src_mac) if ours else []
-            self._finish(pkt)
+            self.sim.consume(pkt)
         for q in queued:
             q.core = pkt.core
             q.src_mac = dev.mac
             q.dst_mac = pkt.src_mac
             dev.xmit(q)
-
-    def _finish(self, pkt: Packet) -> None:
-        """An ARP packet consumed by the kernel: serve its CPU work and count it delivered."""
-        if pkt.work_s and pkt.core is not None:
-            reserve(pkt.core, self.sim.now, pkt.work_s)
-            pkt.work_s = 0.0
-        self.sim.consume(pkt)
 
     def __repr__(self) -> str:
         return f"NetNs({self.name!r} on {self.host.name})"

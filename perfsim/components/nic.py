@@ -72,10 +72,7 @@ class Nic(NetDevice):
         host = self.host
         core = host.cpus.rss(pkt.flow)
         now = self.sim.env._now
-        q = core.backlog
-        while q and q[0] <= now:
-            q.popleft()
-        if len(q) >= core.backlog_limit:
+        if core.backlog_full(now):
             self.sim.drop(pkt, self.name, "rx_backlog_full")
             return
         pkt.ct = None
@@ -90,7 +87,7 @@ class Nic(NetDevice):
             if pkt.segs > 1 and not pkt.frags:
                 self._gro.charge_frames(pkt)
             self.receive(pkt)
-        q.append(max(now, core.busy_until_s))
+        core.backlog.append(max(now, core.busy_until_s))  # this packet leaves the queue then
 
 
 def _split(sim: Sim, pkt: Packet) -> list[Packet]:

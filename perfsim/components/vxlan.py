@@ -16,7 +16,7 @@ MAC is learned (if learning is on) and the inner frame arrives on the device (th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from perfsim.components.netdev import NetDevice
 from perfsim.core.cpu import flow_hash
@@ -149,6 +149,3 @@ class VxlanDevice(NetDevice):
             self.fdb[pkt.src_mac] = outer.src_ip
         pkt.ct = None
         self.receive(pkt)
-
-    def info(self) -> dict[str, Any]:
-        return {"vni": self.vni, "fdb_entries": len(self.fdb), "mtu_bytes": self.mtu_bytes}

@@ -45,15 +45,12 @@ class Core:
         owed = self.busy_until_s - now_s
         return self.busy_s - owed if owed > 0 else self.busy_s
 
-    def admit(self, now: float, finish_s: float) -> bool:
-        """Receive-queue admission (per-CPU backlog): False when it is full (drop)."""
+    def backlog_full(self, now: float) -> bool:
+        """Is the receive queue (per-CPU backlog) full at ``now``? Forgets finished entries."""
         q = self.backlog
         while q and q[0] <= now:
             q.popleft()
-        if len(q) >= self.backlog_limit:
-            return False
-        q.append(finish_s)
-        return True
+        return len(q) >= self.backlog_limit
 
     def __repr__(self) -> str:
         return f"Core({self.name})"
@@ -88,10 +85,6 @@ class CpuPool:
         h = flow_hash(flow) ^ self.rss_key
         h = (h * 0x9E3779B1) & 0xFFFFFFFF
         return self.cores[(h >> 16) % len(self.cores)]
-
-    def work_done(self, now_s: float) -> list[float]:
-        """Seconds of work each core has *completed* by ``now_s`` (given minus still queued)."""
-        return [c.work_done(now_s) for c in self.cores]
 
 
 class Stage:

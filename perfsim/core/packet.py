@@ -81,7 +81,6 @@ class Packet:
         "size_bytes",
         "src_mac",
         "t_created",
-        "t_sent",
         "ttl",
         "wnd",
         "work_s",
@@ -115,7 +114,6 @@ class Packet:
         self.ack = ack
         self.wnd = 0
         self.t_created = t_created
-        self.t_sent = t_created
         self.df = True
         self.frags = False
         self.ttl = 64

@@ -134,12 +134,16 @@ class Sim:
         return Packet(self.created, flow, payload_bytes, hdr_bytes, segs, kind, self.env._now, **kw)
 
     def clone(self, pkt: Packet) -> Packet:
-        """Copy a packet (flooding); the copy counts as created."""
+        """Copy a packet (flooding); the copy counts as created. CPU work pending on ``pkt``
+        stays with it: it was done once, before the copy existed."""
         self.created += 1
-        return pkt.clone(self.created)
+        copy = pkt.clone(self.created)
+        copy.work_s = 0.0
+        return copy
 
-    def _settle(self, pkt: Packet) -> None:
-        """Serve the CPU work a packet accumulated before it ended (drop, filter, consume)."""
+    def settle(self, pkt: Packet) -> None:
+        """Serve now the CPU work accumulated on ``pkt`` that no hand-off will serve: the packet
+        ends here (drop, filter, consume) or waits outside any core (an ARP queue)."""
         core = pkt.core
         if core is not None and pkt.work_s > 0.0:
             now = self.env._now
@@ -151,7 +155,7 @@ class Sim:
     def drop(self, pkt: Packet, site: str, reason: str) -> None:
         """Count a drop at ``site`` for ``reason`` and tell the packet's owner, if any.
         Work done on the packet before the drop still occupied its core."""
-        self._settle(pkt)
+        self.settle(pkt)
         self.dropped += 1
         self.drops[(site, reason)] += 1
         owner = pkt.owner
@@ -160,14 +164,14 @@ class Sim:
 
     def filter(self, pkt: Packet, site: str, reason: str) -> None:
         """A packet discarded by design (not a loss): consumed, and counted in ``filtered``."""
-        self._settle(pkt)
+        self.settle(pkt)
         self.delivered += 1
         self.filtered[(site, reason)] += 1
 
     def consume(self, pkt: Packet) -> None:
         """Count a packet that reached its final consumer (socket, sink, ARP handler)."""
         if pkt.work_s > 0.0:
-            self._settle(pkt)
+            self.settle(pkt)
         self.delivered += 1
 
     def in_flight(self) -> int:
