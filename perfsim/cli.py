@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="table", help="table, csv or json")
     c.add_argument("--out", default="results/compare", help="directory for results and report")
     c.add_argument("--workers", type=_positive_int, default=None, help="parallel runs (default: cores)")
+    c.add_argument("--testbed", action="store_true",
+                   help="simulate the calibration testbed: hosts are namespaces on one machine sharing --cores, "
+                        "joined by a veth wire")
+    c.add_argument("--cpu-ghz", type=_number, default=None,
+                   help="clock of the simulated cores; scales the profile from its own machine's clock")
     from perfsim.trace import add_trace_arguments
 
     t = sub.add_parser("trace", help="walk one packet through a mode hop by hop")
@@ -67,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(sub.add_parser("run", help="run a scenario file (YAML)"))
     add_check_arguments(sub.add_parser("check", help="validate a scenario file without running it"))
+    from perfsim.calibrate.cli import add_calibrate_arguments, add_validate_arguments
+
+    add_calibrate_arguments(sub.add_parser("calibrate", help="measure the real kernel here and fit a cost profile"))
+    add_validate_arguments(sub.add_parser("validate", help="measured vs simulated, with the error in %%"))
     return p
 
 
@@ -83,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from perfsim.scenario.cli import check_main, run_main
 
             return run_main(args) if args.command == "run" else check_main(args)
+        if args.command in ("calibrate", "validate"):
+            from perfsim.calibrate.cli import calibrate_main, validate_main
+
+            return calibrate_main(args) if args.command == "calibrate" else validate_main(args)
     except PerfsimError as exc:
         if args.debug:
             raise
@@ -114,7 +127,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
         hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
         nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
-        duration_s=args.duration, profile=args.profile, seed=args.seed,
+        duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
     )
     profile = load_profile(args.profile)
     out = execute(specs, workers=args.workers, progress=True)

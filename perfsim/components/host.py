@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perfsim.core.cpu import CpuPool, Stage
+from perfsim.core.cpu import CoreCountingStage, CpuPool, Stage
 from perfsim.core.profile import STAGES
 from perfsim.core.sim import Sim
 from perfsim.errors import check_number
@@ -48,15 +48,21 @@ class Host:
         offloads: Offloads | None = None,
         rps: bool = False,
         netdev_max_backlog: int = 1000,
+        cpus: CpuPool | None = None,
     ) -> None:
+        """``cpus``: share another host's cores instead of owning ``cores`` of its own (the
+        calibration testbed, where every "host" is a namespace on one machine)."""
         check_number(f"{name}.netdev_max_backlog", netdev_max_backlog, low=1, high=10_000_000, integer=True)
         self.sim = sim
         self.name = name
-        rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
-        self.cpus = CpuPool(name, cores, netdev_max_backlog, rss_key)
+        if cpus is None:
+            rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
+            cpus = CpuPool(name, cores, netdev_max_backlog, rss_key)
+        self.cpus = cpus
         self.offloads = offloads if offloads is not None else Offloads()
         self.rps = rps
-        self.stages: dict[str, Stage] = {s: Stage(s, name, sim.profile.cost(s)) for s in STAGES}
+        kind = CoreCountingStage if sim.count_by_core else Stage
+        self.stages: dict[str, Stage] = {s: kind(s, name, sim.profile.cost(s)) for s in STAGES}
         self.namespaces: dict[str, object] = {}
 
     def stage(self, name: str) -> Stage:

@@ -409,6 +409,8 @@ class Netfilter:
             pkt.work_s += c
             st.cpu_s += c
             st.packets += n
+            st.bytes += pkt.size_bytes * n
+            st.note(pkt.core, n, pkt.size_bytes * n)
         return hit
 
     def _filter(

@@ -90,10 +90,13 @@ class CpuPool:
 class Stage:
     """A costed step of the datapath on one host (e.g. ``bridge_forward`` on ``host1``).
 
-    ``cpu_s`` and ``packets`` accumulate what the stage charged, for the per-stage CPU frame.
+    ``cpu_s`` accumulates what the stage charged; ``packets`` the units its per-packet cost was
+    charged for and ``bytes`` the bytes its per-byte cost was charged for, so that
+    ``cpu_s == per_packet_s × packets + per_byte_s × bytes`` — the per-stage CPU frame, and the
+    design matrix the calibration fit (:mod:`perfsim.calibrate.fit`) solves for the constants.
     """
 
-    __slots__ = ("cpu_s", "host", "name", "packets", "per_byte_s", "per_packet_s")
+    __slots__ = ("bytes", "cpu_s", "host", "name", "packets", "per_byte_s", "per_packet_s")
 
     def __init__(self, name: str, host: str, cost: StageCost) -> None:
         self.name = name
@@ -102,15 +105,17 @@ class Stage:
         self.per_byte_s = cost.per_byte_s
         self.cpu_s = 0.0
         self.packets = 0
+        self.bytes = 0
 
     def charge(self, pkt: Packet) -> None:
         """Charge one skb (each fragment, if ``pkt.frags``): per-packet cost once per skb,
         per-byte cost for every byte."""
-        a = self.per_packet_s * pkt.segs if pkt.frags else self.per_packet_s
-        c = a + self.per_byte_s * pkt.size_bytes
+        units = pkt.segs if pkt.frags else 1
+        c = self.per_packet_s * units + self.per_byte_s * pkt.size_bytes
         pkt.work_s += c
         self.cpu_s += c
-        self.packets += 1
+        self.packets += units
+        self.bytes += pkt.size_bytes
 
     def charge_frames(self, pkt: Packet) -> None:
         """Charge per wire frame (``pkt.segs`` times the per-packet cost) plus per byte."""
@@ -118,6 +123,7 @@ class Stage:
         pkt.work_s += c
         self.cpu_s += c
         self.packets += pkt.segs
+        self.bytes += pkt.size_bytes
 
     def charge_bytes(self, pkt: Packet, nbytes: int) -> None:
         """Charge one call that moves ``nbytes`` (e.g. a copy of the payload only)."""
@@ -125,3 +131,41 @@ class Stage:
         pkt.work_s += c
         self.cpu_s += c
         self.packets += 1
+        self.bytes += nbytes
+
+    def note(self, core: Core, units: int, nbytes: int) -> None:
+        """Hook for work booked directly (not through ``charge*``): only counted per core by
+        :class:`CoreCountingStage`."""
+
+
+class CoreCountingStage(Stage):
+    """A :class:`Stage` that also counts, per core, the units and bytes it charged — which core
+    did which work.  Used by the calibration fit only (``Sim(count_by_core=True)``), so the
+    ordinary hot path pays nothing for it."""
+
+    __slots__ = ("by_core",)
+
+    def __init__(self, name: str, host: str, cost: StageCost) -> None:
+        super().__init__(name, host, cost)
+        self.by_core: dict[str, list[int]] = {}
+        """core name -> [units, bytes] over the whole run."""
+
+    def note(self, core: Core, units: int, nbytes: int) -> None:
+        acc = self.by_core.get(core.name)
+        if acc is None:
+            acc = self.by_core[core.name] = [0, 0]
+        acc[0] += units
+        acc[1] += nbytes
+
+    def charge(self, pkt: Packet) -> None:
+        Stage.charge(self, pkt)
+        self.note(pkt.core, pkt.segs if pkt.frags else 1, pkt.size_bytes)
+
+    def charge_frames(self, pkt: Packet) -> None:
+        Stage.charge_frames(self, pkt)
+        self.note(pkt.core, pkt.segs, pkt.size_bytes)
+
+    def charge_bytes(self, pkt: Packet, nbytes: int) -> None:
+        Stage.charge_bytes(self, pkt, nbytes)
+        self.note(pkt.core, 1, nbytes)
+

@@ -85,6 +85,30 @@ class Profile:
         except KeyError:
             raise ConfigError("stage", stage, f"one of {sorted(self.stages)}") from None
 
+    @property
+    def cpu_ghz(self) -> float | None:
+        """The clock of the machine the constants were measured on (``provenance.machine.cpu_ghz``)."""
+        machine = self.provenance.get("machine")
+        value = machine.get("cpu_ghz") if isinstance(machine, dict) else None
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def at_clock(self, cpu_ghz: float) -> Profile:
+        """The profile scaled to a core of ``cpu_ghz`` GHz: every constant × (own clock / cpu_ghz).
+
+        Assumption: the kernel's work per skb and per byte is a fixed number of cycles, so time
+        scales with 1/clock.  Per-byte copies are really bound by memory bandwidth, which grows
+        more slowly than the clock; scaling them too is the simple, stated approximation.
+        """
+        check_number("cpu_ghz", cpu_ghz, low=0.1, high=10.0)
+        own = self.cpu_ghz
+        if own is None:
+            raise ConfigError("cpu_ghz", cpu_ghz, f"only with a profile that states its machine's clock (profile {self.name} "
+                              "has no provenance.machine.cpu_ghz)")
+        f = own / cpu_ghz
+        stages = {s: StageCost(c.per_packet_s * f, c.per_byte_s * f) for s, c in self.stages.items()}
+        prov = dict(self.provenance, scaled_to_cpu_ghz=cpu_ghz)
+        return Profile(self.name, stages, prov)
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:
         """Validate a parsed profile; every error names the field by its path."""

@@ -55,15 +55,18 @@ class Sim:
         Root seed; every component draws from its own stream (:class:`RngStreams`).
     profile:
         The cost profile (per-stage CPU constants). ``None`` loads the built-in default.
+    count_by_core:
+        Also count which core did each stage's work (for the calibration fit; slower).
     """
 
-    def __init__(self, seed: int = 0, profile: Profile | None = None) -> None:
+    def __init__(self, seed: int = 0, profile: Profile | None = None, count_by_core: bool = False) -> None:
         from perfsim.core.profile import load_profile
 
         self.env = simpy.Environment()
         self.seed = seed
         self.rng = RngStreams(seed)
         self.profile = profile if profile is not None else load_profile("default")
+        self.count_by_core = count_by_core
         self.created = 0
         """Packets created (including clones and retransmissions)."""
         self.delivered = 0

@@ -38,7 +38,7 @@ HOST_SWEEP_FLOWS_PER_HOST = 8
 """The host sweep keeps the load per host fixed: ``8 × hosts`` concurrent flows."""
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
-EXTRA_COLUMNS = ["hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "retransmits",
+EXTRA_COLUMNS = ["hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "testbed", "retransmits",
                  "cpu_utilisation", "duration_s", "seed", "profile", "wall_s"]
 
 
@@ -69,8 +69,14 @@ def plan(
     duration_s: float = DEFAULT_DURATION_S,
     profile: str = "default",
     seed: int = 0,
+    testbed: bool = False,
+    cpu_ghz: float | None = None,
 ) -> list[RunSpec]:
-    """Every run of the comparison, validated. Raises ConfigError naming the bad option."""
+    """Every run of the comparison, validated. Raises ConfigError naming the bad option.
+
+    ``testbed``: simulate the calibration testbed (two namespaces on one machine sharing
+    ``cores``, joined by a veth wire); there is no host sweep, and each flow runs between one
+    client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile."""
     modes = [m for m in MODES if m != "none"] if modes is None else list(modes)
     if not modes:
         raise ConfigError("modes", "", f"one or more of {', '.join(MODES)}")
@@ -85,13 +91,14 @@ def plan(
     points = [streams] if streams is not None else list(scale or DEFAULT_SCALE)
     for s in points:
         check_number("scale", s, low=1, high=1_000_000, integer=True)
-    host_points = [] if streams is not None else list(host_scale if host_scale is not None else DEFAULT_HOST_SCALE)
+    host_points = [] if streams is not None or testbed else list(host_scale if host_scale is not None else DEFAULT_HOST_SCALE)
     for n_hosts in host_points:
         check_number("host_scale", n_hosts, low=1, high=65000, integer=True)
     workloads = [workload] if workload is not None else list(WORKLOADS)
     scale_workload = workload or "tcp_stream"
     def cluster_of(n_hosts: int) -> ClusterSpec:
-        return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads)
+        return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads,
+                           testbed=testbed, cpu_ghz=cpu_ghz)
 
     cluster_of(hosts)  # validate the base cluster before anything else
     specs: list[RunSpec] = []
@@ -107,7 +114,10 @@ def plan(
             if (mode, wl, n, n_hosts) in seen:
                 continue
             seen.add((mode, wl, n, n_hosts))
-            per_host = math.ceil(n / n_hosts) if pl == "cross-host" else 2 * math.ceil(n / n_hosts)
+            if testbed:
+                per_host = 1 if pl == "cross-host" else 2
+            else:
+                per_host = math.ceil(n / n_hosts) if pl == "cross-host" else 2 * math.ceil(n / n_hosts)
             specs.append(
                 RunSpec(
                     mode=mode, workload=wl, streams=n, message_size=message_size, placement=pl,
@@ -123,7 +133,7 @@ def _run_one(spec: RunSpec) -> tuple[dict[str, Any], pd.DataFrame]:
     row = result.summary()
     c = spec.cluster
     row.update(hosts=c.hosts, containers_per_host=spec.containers_per_host, nic_gbps=c.nic_rate_bps / 1e9,
-               cores=c.cores, offloads="on" if c.offloads else "off", duration_s=spec.duration_s,
+               cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed, duration_s=spec.duration_s,
                seed=spec.seed, profile=spec.profile, wall_s=result.wall_s)
     stages = result.stages.assign(mode=spec.mode, workload=spec.workload, streams=spec.streams)
     return row, stages

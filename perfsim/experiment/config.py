@@ -75,7 +75,9 @@ class RunSpec:
         check_number("seed", self.seed, low=0, high=2**63 - 1, integer=True)
         from perfsim.core.profile import load_profile
 
-        load_profile(self.profile)  # an unknown profile fails here, before anything runs
+        prof = load_profile(self.profile)  # an unknown profile fails here, before anything runs
+        if self.cluster.cpu_ghz is not None:
+            prof.at_clock(self.cluster.cpu_ghz)  # and one that cannot be scaled
         if self.mode == "none":
             ch, cc, sh, sc = self.slots(0)
             if (ch, cc) != (sh, sc):
@@ -89,10 +91,14 @@ class RunSpec:
         Round-robin: cross-host, flow ``i`` runs from container ``(i div N) mod M`` of host
         ``i mod N`` to the same container index on the next host; same-host, from container
         ``2(i div N) mod M`` to the next container of the same host (the same container when
-        ``M`` is 1, i.e. over loopback).
+        ``M`` is 1, i.e. over loopback).  On the testbed every flow goes one way, from host 0
+        (container ``i mod M``) to host 1, as ``iperf3 -P`` runs its streams from one client.
         """
         n = self.cluster.hosts
         m = self.containers_per_host
+        if self.cluster.testbed:
+            c = i % m
+            return (0, c, 1, c) if self.placement == "cross-host" else (0, 2 * c % m, 0, (2 * c + 1) % m)
         h = i % n
         if self.placement == "cross-host":
             c = (i // n) % m

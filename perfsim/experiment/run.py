@@ -48,6 +48,8 @@ class Result:
     """Simulated time the measurement window started (warm-up end)."""
     warm: bool = True
     """False when some flow had delivered nothing when the warm-up limit ran out."""
+    stage_cores: pd.DataFrame | None = None
+    """With ``run(spec, count_by_core=True)``: units and bytes per (host, stage, core)."""
 
     def summary(self) -> dict[str, Any]:
         """One row in :data:`SUMMARY_COLUMNS` (plus a few extras) for ``perfsim compare``."""
@@ -88,16 +90,18 @@ def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
     return tuple(plans)
 
 
-def run(spec: RunSpec) -> Result:
-    """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec."""
+def run(spec: RunSpec, count_by_core: bool = False) -> Result:
+    """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec.
+    ``count_by_core`` also records which core did each stage's work (slower; for calibration)."""
     out = simulate(Experiment(
         cluster=spec.cluster, mode=spec.mode, containers_per_host=spec.containers_per_host,
         flows=flow_plans(spec), duration_s=spec.duration_s, warmup_s=spec.warmup_s,
-        seed=spec.seed, profile=spec.profile, mode_options=spec.mode_options,
+        seed=spec.seed, profile=spec.profile, mode_options=spec.mode_options, count_by_core=count_by_core,
     ))
     return Result(
         spec=spec, flows=out.flows, stages=out.stages, cores=out.cores, links=out.links,
         drops=out.drops, tables=out.tables, accounting=out.accounting,
         latencies_s=out.latencies_s.get(spec.workload, np.empty(0)), wall_s=out.wall_s,
         sim_events=out.sim_events, measured_from_s=out.measured_from_s, warm=out.warm,
+        stage_cores=out.stage_cores,
     )

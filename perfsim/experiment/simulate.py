@@ -18,9 +18,9 @@ import pandas as pd
 
 from perfsim.components.link import Link
 from perfsim.core.packet import PROTO_TCP, PROTO_UDP
-from perfsim.core.profile import load_profile
+from perfsim.core.profile import Profile, load_profile
 from perfsim.core.sim import Sim
-from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_frame
+from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_core_frame, stage_frame
 from perfsim.topology.base import Slot
 from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.topology.modes import MODES
@@ -63,6 +63,8 @@ class Experiment:
     profile: str = "default"
     mode_options: dict[str, Any] = field(default_factory=dict)
     publish: tuple[tuple[Slot, int, int, int], ...] = ()
+    count_by_core: bool = False
+    """Count which core did each stage's work (``Simulated.stage_cores``; for calibration)."""
     """Published ports: ((host, container), host_port, container_port, proto)."""
 
 
@@ -84,12 +86,19 @@ class Simulated:
     warm: bool
     wall_s: float
     sim_events: int
+    stage_cores: pd.DataFrame | None = None
+    """With ``count_by_core``: units and bytes per (host, stage, core) over the whole run."""
+
+
+def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
+    """The profile for this cluster's hardware: scaled to its clock when it states one."""
+    return profile if cluster.cpu_ghz is None else profile.at_clock(cluster.cpu_ghz)
 
 
 def simulate(exp: Experiment) -> Simulated:
     """Run ``exp``. Raises ConfigError when the mode cannot carry a flow."""
     wall0 = time.perf_counter()
-    sim = Sim(seed=exp.seed, profile=load_profile(exp.profile))
+    sim = Sim(seed=exp.seed, profile=cluster_profile(exp.cluster, load_profile(exp.profile)), count_by_core=exp.count_by_core)
     cl = build_cluster(sim, exp.cluster)
     net = MODES[exp.mode].build(cl, exp.containers_per_host, **exp.mode_options)
     for slot, host_port, container_port, proto in exp.publish:
@@ -111,7 +120,7 @@ def simulate(exp: Experiment) -> Simulated:
     def take_snapshot() -> None:
         now = sim.now
         snapshot["cores"] = {c.name: c.work_done(now) for h in cl.hosts for c in h.cpus.cores}
-        snapshot["stages"] = {(h.name, s): st.cpu_s for h in cl.hosts for s, st in h.stages.items()}
+        snapshot["stages"] = {(h.name, s): (st.cpu_s, st.packets, st.bytes) for h in cl.hosts for s, st in h.stages.items()}
         snapshot["links"] = {link.name: link.work_done(now) for link in links}
         snapshot["drops"] = dict(sim.drops)
 
@@ -156,4 +165,5 @@ def simulate(exp: Experiment) -> Simulated:
         warm=warm,
         wall_s=time.perf_counter() - wall0,
         sim_events=next(sim._eid),
+        stage_cores=stage_core_frame(cl.hosts) if exp.count_by_core else None,
     )

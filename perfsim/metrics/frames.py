@@ -15,15 +15,31 @@ from perfsim.components.host import Host
 from perfsim.core.sim import Sim
 
 
-def stage_frame(hosts: Iterable[Host], since: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
-    """CPU seconds and skbs per (host, stage); ``since`` subtracts a warm-up snapshot."""
+def stage_frame(
+    hosts: Iterable[Host], since: dict[tuple[str, str], tuple[float, int, int]] | None = None
+) -> pd.DataFrame:
+    """Per (host, stage): CPU seconds, the units its per-packet cost was charged for (``skbs``)
+    and the bytes its per-byte cost was charged for; ``since`` subtracts a warm-up snapshot of
+    ``(cpu_s, packets, bytes)``."""
     rows = []
     for h in hosts:
         for name, st in h.stages.items():
-            base = since.get((h.name, name), 0.0) if since else 0.0
-            if st.packets or st.cpu_s:
-                rows.append({"host": h.name, "stage": name, "cpu_s": st.cpu_s - base, "skbs": st.packets})
-    return pd.DataFrame(rows, columns=["host", "stage", "cpu_s", "skbs"])
+            c0, p0, b0 = since.get((h.name, name), (0.0, 0, 0)) if since else (0.0, 0, 0)
+            if st.packets - p0 or st.cpu_s - c0:
+                rows.append({"host": h.name, "stage": name, "cpu_s": st.cpu_s - c0,
+                             "skbs": st.packets - p0, "bytes": st.bytes - b0})
+    return pd.DataFrame(rows, columns=["host", "stage", "cpu_s", "skbs", "bytes"])
+
+
+def stage_core_frame(hosts: Iterable[Host]) -> pd.DataFrame:
+    """Units and bytes each (host, stage) charged on each core over the whole run (only for
+    hosts built with ``Sim(count_by_core=True)``)."""
+    rows = [
+        {"host": h.name, "stage": name, "core": core, "skbs": acc[0], "bytes": acc[1]}
+        for h in hosts for name, st in h.stages.items()
+        for core, acc in getattr(st, "by_core", {}).items()
+    ]
+    return pd.DataFrame(rows, columns=["host", "stage", "core", "skbs", "bytes"])
 
 
 def core_frame(
@@ -32,11 +48,15 @@ def core_frame(
     """Seconds of work each core completed in the last ``elapsed_s`` before ``now_s``, and
     its utilisation (not capped: a value above 1 would be an accounting bug)."""
     rows = []
+    seen: set[int] = set()
     for h in hosts:
+        if id(h.cpus) in seen:  # the testbed's hosts share one machine's cores
+            continue
+        seen.add(id(h.cpus))
         for c in h.cpus.cores:
             busy = c.work_done(now_s) - (since.get(c.name, 0.0) if since else 0.0)
             util = busy / elapsed_s if elapsed_s > 0 else 0.0
-            rows.append({"host": h.name, "core": c.index, "busy_s": busy, "utilisation": util})
+            rows.append({"host": h.cpus.host, "core": c.index, "busy_s": busy, "utilisation": util})
     return pd.DataFrame(rows, columns=["host", "core", "busy_s", "utilisation"])
 
 

@@ -40,6 +40,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", help="scenario YAML file (see docs/scenario-format.md)")
     parser.add_argument("--out", default=None, help="directory for results and report (default: results/<name>)")
     parser.add_argument("--format", default="table", help="table, csv or json (printed summary)")
+    parser.add_argument("--testbed", action="store_true",
+                        help="simulate the calibration testbed (same as hosts.testbed: true in the file)")
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +128,13 @@ def run_main(args: argparse.Namespace) -> int:
     """``perfsim run``: returns the exit status (ConfigError propagates)."""
     if args.format not in FORMATS:
         raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
-    _, table, paths = run_scenario(args.scenario, args.out)
+    overrides = None
+    if args.testbed:
+        import dataclasses
+
+        scenario = load_file(args.scenario)
+        overrides = {"hosts": dataclasses.replace(scenario.hosts, testbed=True)}
+    _, table, paths = run_scenario(args.scenario, args.out, overrides)
     if args.format == "csv":
         sys.stdout.write(table.to_csv(index=False))
     elif args.format == "json":

@@ -165,6 +165,8 @@ class Hosts:
                                minimum=1, maximum=1 << 31)
     gc_thresh3: int = _f(1024, "neighbour table hard limit per namespace (net.ipv4.neigh.default.gc_thresh3)",
                          minimum=1, maximum=1 << 31)
+    testbed: bool = _f(False, "simulate the calibration testbed: the hosts are network namespaces on one machine "
+                              "sharing its cores, joined by a veth wire (at most 2 hosts; nic_gbps and fabric unused)")
 
     def __post_init__(self) -> None:
         check_fields(self)

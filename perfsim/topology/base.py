@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from perfsim.components.netns import NetNs
 from perfsim.errors import ConfigError
-from perfsim.topology.cluster import Cluster
+from perfsim.topology.cluster import Cluster, app_core_index
 from perfsim.transport.workloads import Endpoint
 from perfsim.units import IPV4_HDR_BYTES, TCP_HDR_BYTES
 
@@ -47,10 +47,9 @@ class ModeNetwork:
 
 
 def make_endpoint(cl: Cluster, ns: NetNs, ip: int, h: int, c: int, mtu_bytes: int) -> Endpoint:
-    """An endpoint whose application runs on core ``c mod K`` of host ``h``; MSS from the MTU
-    (IPv4 20 B + TCP with timestamps 32 B)."""
-    cores = cl.hosts[h].cpus.cores
+    """An endpoint whose application runs on the core :func:`app_core_index` gives (``c mod K``
+    on a cluster); MSS from the MTU (IPv4 20 B + TCP with timestamps 32 B)."""
     return Endpoint(
-        ns=ns, ip=ip, app_core=cores[c % len(cores)],
+        ns=ns, ip=ip, app_core=cl.hosts[h].cpus.cores[app_core_index(cl.spec, h, c)],
         mss_bytes=mtu_bytes - IPV4_HDR_BYTES - TCP_HDR_BYTES, mtu_bytes=mtu_bytes,
     )

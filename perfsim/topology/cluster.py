@@ -10,6 +10,17 @@
 Every host's root namespace has ``ip_forward`` on and an iptables/conntrack instance, as on
 a Docker host.  The underlay (fabric) subnet is ``10.0.0.0/16``; the addresses exist only
 inside the simulation.
+
+The calibration testbed (``testbed=True``) is the platform ``perfsim calibrate`` measures: the
+"hosts" are network namespaces on **one** machine, so they share its ``cores`` (one CPU pool),
+and two hosts are joined by a veth pair (the wire) instead of NICs and a switch::
+
+    machine [cpu0..cpuK-1]:  ns h0: eth0 10.0.0.1 --veth-- eth0 10.0.0.2 :ns h1
+
+A veth carries GSO super-segments whole and has no line rate: the wire costs ``veth_xmit`` +
+``backlog_rx`` on the sending core and nothing else (no ``nic_*``, ``gro`` or serialization).
+Applications of container ``c`` of host ``h`` run on core ``(h + c) mod K``, as the harness pins
+them (client on cpu0, server on cpu1; everything on cpu0 when K is 1).
 """
 
 from __future__ import annotations
@@ -18,12 +29,17 @@ from dataclasses import dataclass, field
 
 from perfsim.components.conntrack import Conntrack
 from perfsim.components.host import Host, Offloads
+from perfsim.components.netdev import NetDevice, VethEnd
 from perfsim.components.netfilter import Netfilter
 from perfsim.components.netns import NetNs
 from perfsim.components.nic import Nic, Switch
 from perfsim.core.addr import mac_for
+from perfsim.core.cpu import CpuPool
 from perfsim.core.sim import Sim
-from perfsim.errors import check_number
+from perfsim.errors import ConfigError, check_number
+
+TESTBED_MAX_HOSTS = 2
+"""The calibration testbed is two namespaces joined by one veth wire."""
 
 FABRIC_NET = 0x0A000000  # 10.0.0.0/16
 FABRIC_PLEN = 16
@@ -43,8 +59,20 @@ class ClusterSpec:
     nic_queue_packets: int = 1000
     nf_conntrack_max: int = 262144
     gc_thresh3: int = 1024
+    cpu_ghz: float | None = None
+    """Clock of the cores; ``None``: the profile's own machine.  Another value scales every cost
+    constant by the ratio of clocks (:meth:`perfsim.core.profile.Profile.at_clock`)."""
+    testbed: bool = False
+    """Simulate the calibration testbed: hosts are namespaces on one machine sharing ``cores``,
+    joined by a veth wire (``nic_rate_bps``, ``fabric_delay_s`` and ``nic_queue_packets`` unused)."""
 
     def __post_init__(self) -> None:
+        if self.cpu_ghz is not None:
+            check_number("cpu_ghz", self.cpu_ghz, low=0.1, high=10.0)
+        if not isinstance(self.testbed, bool):
+            raise ConfigError("testbed", self.testbed, "true or false")
+        if self.testbed and self.hosts > TESTBED_MAX_HOSTS:
+            raise ConfigError("hosts", self.hosts, f"<= {TESTBED_MAX_HOSTS} on the testbed (two namespaces joined by one veth wire)")
         check_number("hosts", self.hosts, low=1, high=65000, integer=True)
         check_number("cores", self.cores, low=1, high=4096, integer=True)
         check_number("nic_rate_bps", self.nic_rate_bps, low=0, low_inclusive=False, high=1e13)
@@ -63,7 +91,8 @@ class Cluster:
     spec: ClusterSpec
     hosts: list[Host] = field(default_factory=list)
     roots: list[NetNs] = field(default_factory=list)
-    nics: list[Nic] = field(default_factory=list)
+    nics: list[NetDevice] = field(default_factory=list)
+    """Each host's fabric device ``eth0``: a NIC, or on the testbed its end of the veth wire."""
     switch: Switch | None = None
     _macs: int = 0
 
@@ -76,19 +105,41 @@ class Cluster:
 
 
 def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
-    """Create the hosts, their NICs and the switch that joins them."""
+    """Create the hosts and their fabric devices: NICs and the switch that joins them, or on
+    the testbed one shared CPU pool and a veth wire."""
     cl = Cluster(sim, spec)
+    shared: CpuPool | None = None
+    if spec.testbed:
+        rss_key = int(sim.rng.stream("testbed.rss_key").integers(0, 1 << 32))
+        shared = CpuPool("testbed", spec.cores, 1000, rss_key)
     for i in range(spec.hosts):
-        host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps)
+        host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared)
         ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max)
         root = NetNs(host, f"h{i}", ip_forward=True, gc_thresh3=spec.gc_thresh3, netfilter=Netfilter(host, f"h{i}.iptables", ct))
-        nic = Nic(host, f"h{i}/eth0", cl.new_mac(), spec.nic_rate_bps, spec.mtu_bytes, spec.nic_queue_packets)
-        root.add_device(nic, cl.host_ip(i), FABRIC_PLEN)
+        dev: NetDevice
+        if spec.testbed:
+            dev = VethEnd(host, f"h{i}/eth0", cl.new_mac(), spec.mtu_bytes)
+        else:
+            dev = Nic(host, f"h{i}/eth0", cl.new_mac(), spec.nic_rate_bps, spec.mtu_bytes, spec.nic_queue_packets)
+        root.add_device(dev, cl.host_ip(i), FABRIC_PLEN)
         cl.hosts.append(host)
         cl.roots.append(root)
-        cl.nics.append(nic)
-    if spec.hosts > 1:
+        cl.nics.append(dev)
+    if spec.testbed:
+        if spec.hosts == 2:
+            a, b = cl.nics
+            assert isinstance(a, VethEnd) and isinstance(b, VethEnd)
+            a.peer, b.peer = b, a
+    elif spec.hosts > 1:
         cl.switch = Switch(sim, "switch", spec.nic_rate_bps, spec.fabric_delay_s, spec.nic_queue_packets, spec.mtu_bytes)
         for nic in cl.nics:
+            assert isinstance(nic, Nic)
             cl.switch.attach(nic)
     return cl
+
+
+def app_core_index(spec: ClusterSpec, h: int, c: int) -> int:
+    """The core container ``c`` of host ``h`` runs its application on: ``c mod K`` on a
+    cluster (every host has its own K cores); ``(h + c) mod K`` on the testbed, where the hosts
+    share the machine's cores and the harness pins the client to cpu0 and the server to cpu1."""
+    return (h + c) % spec.cores if spec.testbed else c % spec.cores

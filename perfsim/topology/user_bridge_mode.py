@@ -94,6 +94,7 @@ class UserBridgeNetwork(DockerBridgeNetwork):
         cost = stage.per_packet_s
         stage.cpu_s += cost
         stage.packets += 1
+        stage.note(ep.app_core, 1, 0)
         reserve(ep.app_core, self.cluster.sim.now, cost)
         self.dns_cache[key] = address
         self.dns_lookups += 1

@@ -48,6 +48,8 @@ def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int) -> flo
     c = stage.per_packet_s + stage.per_byte_s * nbytes
     stage.cpu_s += c
     stage.packets += 1
+    stage.bytes += nbytes
+    stage.note(core, 1, nbytes)
     return reserve(core, now_s, c)
 
 

@@ -1,0 +1,192 @@
+"""``perfsim calibrate`` and ``perfsim validate``.
+
+``calibrate``: measure the real kernel's datapaths on this machine (or read stored raw
+measurements with ``--from-raw``), fit the profile's constants on the training subset, write the
+profile YAML with its provenance and the raw measurements beside it (``<profile>.raw.csv``).
+
+``validate``: simulate the measured configurations with a profile and print measured vs
+simulated with the error in %, held-out and training marked, plus a PNG figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from perfsim.errors import ConfigError, check_number
+
+PRIOR_PROFILE = "prior"
+"""The shipped engineering estimates the fit starts from (and keeps where the testbed is blind)."""
+EXIT_NO_NAMESPACES = 3
+
+
+def raw_path_for(profile_path: Path) -> Path:
+    """Where a profile's raw measurements live: ``name.yaml`` -> ``name.raw.csv``."""
+    return profile_path.with_name(profile_path.stem + ".raw.csv")
+
+
+def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="host, bridge and overlay paths only, short runs (< 2 min)")
+    p.add_argument("--out", default="results/calibrate/profile.yaml", help="profile YAML to write (raw CSV beside it)")
+    p.add_argument("--from-raw", default=None, help="fit stored raw measurements (CSV) instead of measuring")
+    p.add_argument("--paths", default=None, help="comma-separated testbed paths to measure (default: the plan's)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement repeat")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (median)")
+    p.add_argument("--prior", default=PRIOR_PROFILE, help="profile the fit starts from")
+    p.add_argument("--name", default="calibrated", help="name of the written profile")
+    p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="weight of the pull towards the prior")
+    p.add_argument("--workers", type=int, default=None, help="parallel simulations (default: cores)")
+
+
+def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="default", help="built-in profile name or YAML file")
+    p.add_argument("--raw", default=None, help="stored raw measurements (default: the profile's own <name>.raw.csv)")
+    p.add_argument("--measure", action="store_true", help="measure the real kernel now instead of using stored data")
+    p.add_argument("--quick", action="store_true", help="with --measure: the quick plan")
+    p.add_argument("--held-out", action="store_true", help="show held-out configurations only")
+    p.add_argument("--out", default="results/validate", help="directory for validate.csv and validate.png")
+    p.add_argument("--workers", type=int, default=None)
+
+
+def _measure(quick: bool, paths: str | None, duration: float | None, repeats: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    from perfsim.calibrate import measure as m
+    from perfsim.calibrate.testbed import can_create_namespaces
+
+    ok, why = can_create_namespaces()
+    if not ok:
+        print(f"perfsim: cannot build the testbed here: {why}", file=sys.stderr)
+        raise SystemExit(EXIT_NO_NAMESPACES)
+    plan = m.quick_plan() if quick else m.full_plan()
+    if paths:
+        wanted = [p.strip() for p in paths.split(",") if p.strip()]
+        from perfsim.calibrate.configs import PATHS
+
+        for p in wanted:
+            if p not in PATHS:
+                raise ConfigError("--paths", p, f"one of {', '.join(PATHS)}")
+        plan = [c for c in plan if c.path in wanted]
+    kwargs: dict[str, Any] = {"progress": True}
+    if duration is not None:
+        kwargs["duration_s"] = check_number("--duration", duration, low=0.2, high=600)
+    elif quick:
+        kwargs["duration_s"] = 1.0
+    if repeats is not None:
+        kwargs["repeats"] = check_number("--repeats", repeats, low=1, high=100, integer=True)
+    elif quick:
+        kwargs["repeats"] = 1
+    raw = m.measure(plan, **kwargs)
+    return raw, m.machine_info()
+
+
+def _read_raw(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("raw measurements", str(p), "an existing CSV written by perfsim calibrate")
+    try:
+        return pd.read_csv(p, comment="#")
+    except (ValueError, OSError) as exc:
+        raise ConfigError("raw measurements", str(p), f"a readable CSV ({exc.__class__.__name__})") from None
+
+
+def calibrate_main(args: argparse.Namespace) -> int:
+    from perfsim import __version__
+    from perfsim.calibrate.fit import DEFAULT_LAMBDA, fit, profile_dict
+    from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians
+    from perfsim.core.profile import load_profile
+    from perfsim.experiment.output import write_atomic, write_frame
+
+    out = Path(args.out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise ConfigError("--out", args.out, "a path ending in .yaml")
+    prior = load_profile(args.prior)
+    lam = DEFAULT_LAMBDA if args.lam is None else check_number("--lambda", args.lam, low=0, high=1e6)
+    check_number("--iterations", args.iterations, low=1, high=50, integer=True)
+    if args.from_raw:
+        raw = _read_raw(args.from_raw)
+        machine: dict[str, Any] = {}
+        prov_path = Path(args.from_raw)
+        prior_yaml = prov_path.with_name(prov_path.name.removesuffix(".raw.csv") + ".yaml")
+        if prior_yaml.is_file():  # reuse the machine description stored with the data
+            machine = dict((yaml.safe_load(prior_yaml.read_text()) or {}).get("provenance", {}).get("machine", {}))
+    else:
+        raw, machine = _measure(args.quick, args.paths, args.duration, args.repeats)
+    table = medians(raw)
+    print(f"perfsim calibrate: {table['training'].sum()} training and {(~table['training']).sum()} held-out "
+          f"medians; fitting {args.iterations} iterations", file=sys.stderr)
+    result = fit(table, prior, iterations=args.iterations, lam=lam, workers=args.workers, progress=True)
+    raw_out = raw_path_for(out)
+    write_frame(raw, raw_out)
+    free = result.params[result.params["free"]]
+    provenance = {
+        "source": "perfsim calibrate: least-squares fit to real-kernel measurements on this machine",
+        "method": ("regularised bounded linear least squares (perfsim.calibrate.fit), "
+                   f"lambda={lam}, {args.iterations} iterations; training: one stream on one core on every "
+                   "path but routed, plus the host path's TCP stream on two cores; everything else held out"),
+        "machine": machine,
+        "date": dt.date.today().isoformat(),
+        "perfsim": __version__,
+        "prior": prior.name,
+        "raw_measurements": raw_out.name,
+        "fitted_constants": [f"{s}.{k}" for s, k in zip(free["stage"], free["kind"], strict=True)],
+        "residuals": [
+            {"config": r.config_id, "metric": r.metric, "measured": float(f"{r.measured:.6g}"),
+             "simulated": float(f"{r.simulated:.6g}"), "error_pct": round(float(r.error_pct), 2)}
+            for r in result.residuals.itertuples()
+        ],
+    }
+    data = profile_dict(result.profile, provenance, name=args.name)
+    fitted = {(s, k) for s, k in zip(free["stage"], free["kind"], strict=True)}
+    for stage, spec in data["stages"].items():
+        kinds = [k for k in ("per_packet_s", "per_byte_s") if (stage, k) in fitted]
+        spec["why"] = (f"fitted ({', '.join(kinds)})" if kinds else "prior: not exercised by the testbed's training set")
+    header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
+              f"# Raw measurements: {raw_out.name} (one row per repeat). Provenance, residuals below.\n")
+    write_atomic(out, lambda p: p.write_text(header + yaml.safe_dump(data, sort_keys=False, width=120)))
+    print(result.residuals.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"profile: {out}  raw measurements: {raw_out}", file=sys.stderr)
+    val = compare_measured(table, str(out), workers=args.workers, progress=True)
+    print(format_table(val[~val["training"]]))
+    print(accuracy_summary(val).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    return 0
+
+
+def validate_main(args: argparse.Namespace) -> int:
+    from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians, plot
+    from perfsim.core.profile import load_profile
+    from perfsim.experiment.output import write_frame
+
+    prof = load_profile(args.profile)
+    if args.measure:
+        raw, _ = _measure(args.quick, None, None, None)
+    else:
+        raw_file = args.raw or _default_raw(args.profile)
+        raw = _read_raw(raw_file)
+    table = compare_measured(medians(raw), args.profile, workers=args.workers, progress=True)
+    shown = table[~table["training"]] if args.held_out else table
+    print(format_table(shown))
+    print()
+    print(accuracy_summary(table).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    out = Path(args.out)
+    write_frame(table, out / "validate.csv")
+    png = plot(table, out / "validate.png", title=f"perfsim validate: profile {prof.name}")
+    print(f"results: {out / 'validate.csv'}, figure: {png}", file=sys.stderr)
+    return 0
+
+
+def _default_raw(profile: str) -> Path:
+    from importlib import resources
+
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml"):
+        return raw_path_for(p)
+    builtin = resources.files("perfsim.profiles").joinpath(f"{profile}.raw.csv")
+    if not builtin.is_file():
+        raise ConfigError("--raw", None, f"a raw measurements CSV (profile {profile} has none beside it)")
+    return Path(str(builtin))

@@ -1,0 +1,150 @@
+"""The link between a calibration measurement and the simulation of the same configuration.
+
+A measured configuration is a *path* of the real testbed (:mod:`perfsim.calibrate.testbed`), a
+workload, its streams and message size, offloads on/off and how many cores the processes were
+pinned to.  :func:`run_spec` turns it into the :class:`~perfsim.experiment.config.RunSpec` of
+perfsim's testbed platform (``ClusterSpec(testbed=True)``: two namespaces on one machine sharing
+``cores``, joined by a veth wire), and :func:`simulated_metrics` reads the same metrics off the
+simulation that the harness reads off iperf3, sockperf and the connection-rate tool.
+
+Metrics (all per second or seconds, never derived from each other by hand):
+
+=================  ======================================================================
+throughput_bps     payload bits per second read by the receiving application(s)
+packet_rate_pps    UDP datagrams per second read by the receiving application
+transaction_rate   request/response round trips per second (``*_rr``)
+connection_rate    connect + 1 request/response + close per second (``tcp_crr``)
+latency_s          median round-trip time of one transaction (``*_rr``)
+latency_p99_s      99th percentile of the same
+=================  ======================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from perfsim.errors import ConfigError
+from perfsim.experiment.config import WORKLOADS, RunSpec
+from perfsim.experiment.run import Result
+from perfsim.topology.cluster import ClusterSpec
+
+PATHS: dict[str, tuple[str, str, int]] = {
+    "host": ("host", "cross-host", 1),
+    "bridge": ("bridge", "same-host", 2),
+    "nat": ("bridge", "cross-host", 1),
+    "overlay": ("overlay", "cross-host", 1),
+    "container": ("container", "same-host", 2),
+    "routed": ("routed", "cross-host", 1),
+}
+"""Testbed path -> (perfsim mode, placement, containers per host).  ``nat`` is Docker's default
+bridge across hosts through a published port (MASQUERADE + DNAT)."""
+
+FIT_METRIC: dict[str, str] = {
+    "tcp_stream": "throughput_bps",
+    "udp_stream": "packet_rate_pps",
+    "tcp_rr": "transaction_rate",
+    "udp_rr": "transaction_rate",
+    "tcp_crr": "connection_rate",
+}
+"""The rate each workload is fitted on: one unit (byte, datagram, transaction, connection)
+costs ``1 / rate`` seconds of the one core every process is pinned to."""
+
+RATE_METRICS = ("throughput_bps", "packet_rate_pps", "transaction_rate", "connection_rate")
+LATENCY_METRICS = ("latency_s", "latency_p99_s")
+METRICS = RATE_METRICS + LATENCY_METRICS
+
+CONFIG_COLUMNS = ["path", "workload", "streams", "message_bytes", "offloads", "cores"]
+
+DEFAULT_DURATION_S = 0.05
+DEFAULT_WARMUP_S = 0.01
+
+
+def config_id(row: Mapping[str, Any]) -> str:
+    """``overlay/tcp_stream/s1/m131072/on/c1``: stable name of a configuration."""
+    return (f"{row['path']}/{row['workload']}/s{int(row['streams'])}/m{int(row['message_bytes'])}/"
+            f"{'on' if _bool(row['offloads']) else 'off'}/c{int(row['cores'])}")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "on", "yes")
+    return bool(value)
+
+
+def run_spec(
+    row: Mapping[str, Any],
+    profile: str = "default",
+    duration_s: float = DEFAULT_DURATION_S,
+    warmup_s: float = DEFAULT_WARMUP_S,
+    seed: int = 0,
+) -> RunSpec:
+    """The simulation of one measured configuration on perfsim's testbed platform."""
+    path = str(row["path"])
+    if path not in PATHS:
+        raise ConfigError("path", path, f"one of {', '.join(PATHS)}")
+    workload = str(row["workload"])
+    if workload not in WORKLOADS:
+        raise ConfigError("workload", workload, f"one of {', '.join(WORKLOADS)}")
+    mode, placement, per_host = PATHS[path]
+    cluster = ClusterSpec(hosts=2, cores=int(row["cores"]), offloads=_bool(row["offloads"]), testbed=True)
+    return RunSpec(
+        mode=mode, placement=placement, workload=workload, streams=int(row["streams"]),
+        message_size=int(row["message_bytes"]), containers_per_host=per_host, cluster=cluster,
+        duration_s=duration_s, warmup_s=warmup_s, seed=seed, profile=profile,
+    )
+
+
+def simulated_metrics(result: Result) -> dict[str, float]:
+    """The metrics of :data:`METRICS` that apply to the run's workload, read off the simulation."""
+    spec = result.spec
+    window = spec.duration_s - result.measured_from_s
+    if window <= 0:
+        window = spec.duration_s - spec.warmup_s
+    flows = result.flows
+    wl = spec.workload
+    out: dict[str, float] = {}
+    if wl in ("tcp_stream", "udp_stream"):
+        out["throughput_bps"] = float(flows["bytes"].sum()) * 8 / window
+    if wl == "udp_stream":
+        out["packet_rate_pps"] = float(flows["datagrams"].sum()) / window
+    if wl in ("tcp_rr", "udp_rr"):
+        out["transaction_rate"] = float(flows["transactions"].sum()) / window
+    if wl == "tcp_crr":
+        out["connection_rate"] = float(flows["transactions"].sum()) / window
+    if wl in ("tcp_rr", "udp_rr", "tcp_crr"):
+        lat = result.latencies_s
+        out["latency_s"] = float(np.percentile(lat, 50)) if lat.size else float("nan")
+        out["latency_p99_s"] = float(np.percentile(lat, 99)) if lat.size else float("nan")
+    return out
+
+
+def fit_units(result: Result) -> float:
+    """How many units of the workload's :data:`FIT_METRIC` the window delivered (bytes,
+    datagrams, transactions or connections)."""
+    wl = result.spec.workload
+    col = {"tcp_stream": "bytes", "udp_stream": "datagrams"}.get(wl, "transactions")
+    return float(result.flows[col].sum())
+
+
+def unit_seconds(metric: str, value: float) -> float:
+    """Seconds per unit of a measured rate: ``8 / bps`` per byte, ``1 / rate`` otherwise."""
+    if metric == "throughput_bps":
+        return 8.0 / value
+    return 1.0 / value
+
+
+def default_training(row: Mapping[str, Any]) -> bool:
+    """The default training subset: one stream on one core (every unit of work is serial, so the
+    measured rate is linear in the constants) on every path but ``routed``, plus the host path's
+    TCP stream on two cores (which tells the sender's work from the receiver's).  Everything
+    else — the other paths on two cores, several streams, the whole routed path, and every
+    latency — is held out for ``perfsim validate``."""
+    wl = str(row["workload"])
+    if str(row.get("metric", FIT_METRIC[wl])) != FIT_METRIC[wl] or int(row["streams"]) != 1:
+        return False
+    if int(row["cores"]) == 1:
+        return str(row["path"]) != "routed"
+    return str(row["path"]) == "host" and wl == "tcp_stream" and _bool(row["offloads"])

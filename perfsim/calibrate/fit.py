@@ -1,0 +1,289 @@
+"""Fit a cost profile's constants to measurements: regularised, bounded linear least squares.
+
+Model
+-----
+On most training configurations every process is pinned to one core, so that core does every
+unit of work of the path, serially: the seconds one unit (a payload byte, a datagram, a
+transaction, a connection) takes are the CPU seconds the path spends on it, divided by the
+fraction of time the core is busy::
+
+    y_i = 1 / rate_i  =  (1 / util_i) × Σ_s ( P_is × a_s + B_is × b_s )
+
+``a_s`` / ``b_s`` are stage ``s``'s per-packet / per-byte constants; ``P_is`` / ``B_is`` are the
+skbs and bytes stage ``s`` handles per unit in configuration ``i`` *on the busiest core* and
+``util_i`` that core's busy fraction.  With one core that is all the work.  A stream with the
+client and the server on two cores saturates one of them (the sender's, which also runs the
+veth receive softirq), and the same relation holds for that core alone: this is what separates
+the sender's copy from the receiver's, which one core always sees together.  None of these is written down: the simulator counts them by running configuration
+``i`` (which stages the path crosses, how many skbs GSO/GRO make, how many ACKs TCP sends, how
+many packets a connection costs).  They depend a little on the constants themselves (TSQ and
+ACK clocking shape skb sizes), so the fit iterates: simulate with the current constants,
+solve, repeat.
+
+The solve minimises the *relative* misfit of every training rate plus a weak pull of every
+free constant towards its prior (the profile the fit starts from), with constants >= 0::
+
+    Σ_i ((X_i θ - y_i) / y_i)²  +  λ Σ_j ((θ_j - θ0_j) / θ0_j)²
+
+The prior term only decides what the data cannot: constants that always appear together
+(``veth_xmit`` and ``backlog_rx`` on every veth hop) keep their prior ratio.  Free constants:
+every stage's per-packet cost that the training paths exercise, and per-byte costs only for the
+copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``): every other stage
+passes skbs by reference and checksums are offloaded (also on veth).  Constants the testbed
+cannot see (physical NIC driver, GRO, ipip without its module, embedded DNS) keep their prior
+and are marked as such in the profile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy.optimize import lsq_linear
+
+from perfsim.calibrate.configs import (
+    CONFIG_COLUMNS,
+    DEFAULT_DURATION_S,
+    FIT_METRIC,
+    config_id,
+    fit_units,
+    run_spec,
+    simulated_metrics,
+    unit_seconds,
+)
+from perfsim.core.profile import STAGES, Profile
+from perfsim.errors import ConfigError, check_number
+from perfsim.experiment.run import run
+
+PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy")
+"""The stages whose per-byte constant is fitted: the user <-> kernel copies."""
+MIN_PRIOR_PACKET_S = 1e-8
+MIN_PRIOR_BYTE_S = 1e-12
+DEFAULT_LAMBDA = 0.01
+DEFAULT_ITERATIONS = 3
+
+Param = tuple[str, str]
+"""(stage, "per_packet_s" | "per_byte_s")."""
+
+
+@dataclass
+class Simulated:
+    """One configuration simulated with one profile: its metrics and its design row."""
+
+    config_id: str
+    metrics: dict[str, float]
+    util: float
+    x: dict[Param, float] = field(default_factory=dict)
+
+
+def profile_dict(profile: Profile, provenance: dict[str, Any] | None = None, name: str | None = None) -> dict[str, Any]:
+    """A profile as the YAML mapping :meth:`Profile.from_dict` reads."""
+    return {
+        "name": name or profile.name,
+        "provenance": provenance if provenance is not None else dict(profile.provenance),
+        "stages": {s: {"per_packet_s": float(c.per_packet_s), "per_byte_s": float(c.per_byte_s)}
+                   for s, c in profile.stages.items()},
+    }
+
+
+def with_constants(profile: Profile, theta: Mapping[Param, float], name: str = "fitted") -> Profile:
+    """``profile`` with the constants in ``theta`` replaced."""
+    data = profile_dict(profile, name=name)
+    for (stage, kind), value in theta.items():
+        data["stages"][stage][kind] = float(value)
+    return Profile.from_dict(data, name)
+
+
+def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float = DEFAULT_DURATION_S) -> Simulated:
+    """Simulate one configuration.  Its design row counts, per unit of work, the skbs and bytes
+    each stage handled *on the busiest core* (which core did which work is counted by the
+    simulation), divided by that core's busy fraction: with one core that is all the work;
+    with more, the core that limits the rate when it is saturated."""
+    spec = run_spec(row, profile=profile_path, duration_s=duration_s)
+    result = run(spec, count_by_core=True)
+    window = spec.duration_s - result.measured_from_s
+    units = fit_units(result)
+    cores = result.cores.assign(core_name=result.cores["host"] + "/cpu" + result.cores["core"].astype(str))
+    top = cores.loc[cores["busy_s"].idxmax()] if len(cores) else None
+    util = float(top["busy_s"]) / window if top is not None and window > 0 else 0.0
+    x: dict[Param, float] = {}
+    if units > 0 and util > 0 and top is not None and result.stage_cores is not None:
+        per_core = result.stage_cores.groupby(["stage", "core"])[["skbs", "bytes"]].sum()
+        totals = per_core.groupby(level="stage").sum()
+        window_counts = result.stages.groupby("stage")[["skbs", "bytes"]].sum()
+        for (stage, core), (skbs, nbytes) in per_core.iterrows():
+            if core != top["core_name"] or stage not in window_counts.index:
+                continue
+            for kind, here, total, col in (("per_packet_s", skbs, totals.at[stage, "skbs"], "skbs"),
+                                           ("per_byte_s", nbytes, totals.at[stage, "bytes"], "bytes")):
+                if here and total:
+                    x[(str(stage), kind)] = float(window_counts.at[stage, col]) * here / total / units / util
+    return Simulated(config_id(row), simulated_metrics(result), util, x)
+
+
+def _simulate_task(args: tuple[dict[str, Any], str, float]) -> Simulated:
+    return simulate_config(*args)
+
+
+def simulate_many(
+    rows: Sequence[Mapping[str, Any]],
+    profile_path: str,
+    duration_s: float = DEFAULT_DURATION_S,
+    workers: int | None = None,
+    desc: str | None = None,
+) -> list[Simulated]:
+    """Simulate every configuration (in ``workers`` processes), in order, with a progress bar
+    on stderr when ``desc`` is given."""
+    tasks = [(dict(r), profile_path, duration_s) for r in rows]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    bar = None
+    if desc is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), file=sys.stderr, unit="run", desc=desc)
+    out: list[Simulated] = []
+    try:
+        if workers == 1:
+            for t in tasks:
+                out.append(_simulate_task(t))
+                if bar is not None:
+                    bar.update()
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(_simulate_task, tasks):
+                    out.append(res)
+                    if bar is not None:
+                        bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+@dataclass
+class FitResult:
+    """The fitted profile, what was fitted, and how well."""
+
+    profile: Profile
+    params: pd.DataFrame
+    """One row per constant: stage, kind, prior, fitted, free (fitted or kept at its prior)."""
+    residuals: pd.DataFrame
+    """One row per training observation: measured, simulated with the fitted profile, error %."""
+    iterations: int
+    lam: float
+
+
+def _prior_scale(kind: str, value: float) -> float:
+    return max(value, MIN_PRIOR_BYTE_S if kind == "per_byte_s" else MIN_PRIOR_PACKET_S)
+
+
+def solve(
+    xs: Sequence[Mapping[Param, float]],
+    y: np.ndarray,
+    prior: Profile,
+    lam: float = DEFAULT_LAMBDA,
+) -> dict[Param, float]:
+    """One regularised, bounded least-squares solve (see the module docstring).
+
+    ``xs[i]`` maps constants to their coefficient in observation ``i``; ``y[i]`` is the measured
+    seconds per unit.  Returns the free constants; the others keep their prior value.
+    """
+    free: list[Param] = sorted({p for x in xs for p, v in x.items() if v > 0
+                                and (p[1] == "per_packet_s" or p[0] in PER_BYTE_STAGES)})
+    if not free:
+        raise ConfigError("training", "no observations", "at least one training measurement")
+    theta0 = np.array([getattr(prior.cost(s), k) for s, k in free])
+    n, p = len(xs), len(free)
+    a = np.zeros((n, p))
+    fixed = np.zeros(n)
+    col = {q: j for j, q in enumerate(free)}
+    for i, x in enumerate(xs):
+        for q, v in x.items():
+            j = col.get(q)
+            if j is None:
+                fixed[i] += v * getattr(prior.cost(q[0]), q[1])
+            else:
+                a[i, j] = v
+    w = 1.0 / y
+    scale = np.array([_prior_scale(k, v) for (_, k), v in zip(free, theta0, strict=True)])
+    reg = math.sqrt(lam)
+    # unknowns are z = theta / scale, so every column is O(1) and the prior term is ||z - z0||
+    lhs = np.vstack([a * scale * w[:, None], reg * np.eye(p)])
+    rhs = np.concatenate([(y - fixed) * w, reg * theta0 / scale])
+    sol = lsq_linear(lhs, rhs, bounds=(0.0, np.inf), method="bvls")
+    return {q: float(z * s) for q, z, s in zip(free, sol.x, scale, strict=True)}
+
+
+def fit(
+    measured: pd.DataFrame,
+    prior: Profile,
+    iterations: int = DEFAULT_ITERATIONS,
+    lam: float = DEFAULT_LAMBDA,
+    duration_s: float = DEFAULT_DURATION_S,
+    workers: int | None = None,
+    progress: bool = False,
+    workdir: str | Path | None = None,
+    on_iteration: Callable[[int, dict[Param, float]], None] | None = None,
+) -> FitResult:
+    """Fit ``prior``'s constants to the training rows of ``measured``.
+
+    ``measured`` holds one row per (configuration, metric): the columns of
+    :data:`~perfsim.calibrate.configs.CONFIG_COLUMNS`, ``metric``, ``value`` (the median) and
+    ``training`` (bool).  Only the training rows whose metric is the workload's
+    :data:`~perfsim.calibrate.configs.FIT_METRIC` enter the fit, and they must come from
+    one-core configurations or streams, where one saturated core's work sets the rate.
+    """
+    check_number("iterations", iterations, low=1, high=50, integer=True)
+    check_number("lambda", lam, low=0, high=1e6)
+    missing = [c for c in [*CONFIG_COLUMNS, "metric", "value", "training"] if c not in measured.columns]
+    if missing:
+        raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value', 'training']}")
+    train = measured[measured["training"].astype(bool)]
+    train = train[train["metric"] == train["workload"].map(FIT_METRIC)]
+    serial = (train["cores"].astype(int) == 1) | train["workload"].isin(["tcp_stream", "udp_stream"])
+    if not serial.all():
+        bad = config_id(train[~serial].iloc[0])
+        raise ConfigError("training", bad, "one-core configurations, or streams (whose busiest core is saturated): "
+                          "the fit is linear only when one core's work sets the rate")
+    train = train[np.isfinite(train["value"].astype(float)) & (train["value"].astype(float) > 0)]
+    if train.empty:
+        raise ConfigError("training", "no usable observations", "measured rates > 0 of one-core configurations")
+    rows = train.to_dict("records")
+    y = np.array([unit_seconds(r["metric"], float(r["value"])) for r in rows])
+    theta: dict[Param, float] = {}
+    current = prior
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for k in range(iterations):
+            path = Path(tmp) / f"iteration{k}.yaml"
+            path.write_text(yaml.safe_dump(profile_dict(current, name=f"iteration{k}")))
+            sims = simulate_many(rows, str(path), duration_s, workers,
+                                 desc=f"fit {k + 1}/{iterations}" if progress else None)
+            theta = solve([s.x for s in sims], y, prior, lam)
+            current = with_constants(prior, theta, name=prior.name)
+            if on_iteration is not None:
+                on_iteration(k, theta)
+        path = Path(tmp) / "fitted.yaml"
+        path.write_text(yaml.safe_dump(profile_dict(current)))
+        final = simulate_many(rows, str(path), duration_s, workers, desc="fit residuals" if progress else None)
+    residuals = pd.DataFrame([
+        {"config_id": s.config_id, "metric": r["metric"], "measured": float(r["value"]),
+         "simulated": s.metrics.get(r["metric"], float("nan"))}
+        for s, r in zip(final, rows, strict=True)
+    ])
+    residuals["error_pct"] = (residuals["simulated"] / residuals["measured"] - 1.0) * 100.0
+    params = pd.DataFrame([
+        {"stage": s, "kind": kind, "prior": getattr(prior.cost(s), kind),
+         "fitted": theta.get((s, kind), getattr(prior.cost(s), kind)), "free": (s, kind) in theta}
+        for s in STAGES for kind in ("per_packet_s", "per_byte_s")
+    ])
+    return FitResult(current, params, residuals, iterations, lam)

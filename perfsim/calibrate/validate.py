@@ -1,0 +1,127 @@
+"""Measured vs simulated: run the simulator on measured configurations and report the error.
+
+Accuracy targets (issue 5): rates (throughput, packet rate, transaction and connection rate)
+within ±10 %, latency within ±20 %, on every *held-out* configuration (one not used by the fit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfsim.calibrate.configs import CONFIG_COLUMNS, DEFAULT_DURATION_S, config_id
+from perfsim.calibrate.fit import simulate_many
+
+TARGET_PCT = {"throughput_bps": 10.0, "packet_rate_pps": 10.0, "transaction_rate": 10.0,
+              "connection_rate": 10.0, "latency_s": 20.0, "latency_p99_s": 20.0}
+"""The largest acceptable |error| in % per metric."""
+REPORTED_METRICS = ("throughput_bps", "packet_rate_pps", "transaction_rate", "connection_rate", "latency_s")
+
+
+def compare_measured(
+    measured: pd.DataFrame,
+    profile: str,
+    duration_s: float = DEFAULT_DURATION_S,
+    workers: int | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per (configuration, metric) of ``measured`` (medians; a ``training`` column
+    marks what the fit saw): measured, simulated with ``profile``, error in %, within target."""
+    rows = measured[measured["metric"].isin(REPORTED_METRICS)].copy()
+    rows["config_id"] = [config_id(r) for r in rows.to_dict("records")]
+    configs = rows.drop_duplicates("config_id")[CONFIG_COLUMNS + ["config_id"]]
+    sims = simulate_many(configs[CONFIG_COLUMNS].to_dict("records"), profile, duration_s, workers,
+                         desc="perfsim validate" if progress else None)
+    by_id = {s.config_id: s.metrics for s in sims}
+    rows["simulated"] = [by_id[c].get(m, float("nan")) for c, m in zip(rows["config_id"], rows["metric"], strict=True)]
+    rows["measured"] = rows["value"].astype(float)
+    rows["error_pct"] = (rows["simulated"] / rows["measured"] - 1.0) * 100.0
+    rows["target_pct"] = rows["metric"].map(TARGET_PCT)
+    rows["within_target"] = rows["error_pct"].abs() <= rows["target_pct"]
+    if "training" not in rows.columns:
+        rows["training"] = False
+    cols = ["config_id", *CONFIG_COLUMNS, "metric", "training", "measured", "simulated", "error_pct", "target_pct", "within_target"]
+    return rows[cols].reset_index(drop=True)
+
+
+def accuracy_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per metric and split (training / held-out): count, mean and max |error| %, share within target."""
+    t = table.assign(abs_err=table["error_pct"].abs(), split=np.where(table["training"], "training", "held-out"))
+    g = t.groupby(["split", "metric"])
+    return pd.DataFrame({
+        "configs": g.size(), "mean_abs_error_pct": g["abs_err"].mean(), "max_abs_error_pct": g["abs_err"].max(),
+        "within_target": g["within_target"].mean(), "target_pct": g["target_pct"].first(),
+    }).reset_index()
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Measured vs simulated side by side, in engineering units."""
+    unit = {"throughput_bps": (1e-9, "Gbit/s"), "packet_rate_pps": (1e-3, "kpps"), "transaction_rate": (1e-3, "k/s"),
+            "connection_rate": (1e-3, "k/s"), "latency_s": (1e6, "us"), "latency_p99_s": (1e6, "us")}
+    lines = [f"{'configuration':42s} {'metric':17s} {'split':8s} {'measured':>10s} {'simulated':>10s} {'unit':7s} {'error':>8s}"]
+    for r in table.itertuples():
+        f, u = unit[str(r.metric)]
+        mark = "" if r.within_target else "  !"
+        lines.append(f"{r.config_id:42s} {r.metric:17s} {'train' if r.training else 'held':8s} "
+                     f"{r.measured * f:10.3g} {r.simulated * f:10.3g} {u:7s} {r.error_pct:+7.1f}%{mark}")
+    return "\n".join(lines)
+
+
+def plot(table: pd.DataFrame, path: str | Path, title: str = "perfsim validate") -> Path:
+    """Simulated vs measured on log axes, one panel per metric, ±target bands; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in REPORTED_METRICS if m in set(table["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        t = table[table["metric"] == m]
+        lo = float(min(t["measured"].min(), t["simulated"].min())) * 0.7
+        hi = float(max(t["measured"].max(), t["simulated"].max())) * 1.4
+        xs = np.array([lo, hi])
+        tgt = TARGET_PCT[m] / 100
+        ax.plot(xs, xs, color="0.3", lw=1)
+        ax.fill_between(xs, xs * (1 - tgt), xs * (1 + tgt), color="0.85", label=f"±{TARGET_PCT[m]:.0f} %")
+        for split, marker, color in ((True, "o", "tab:blue"), (False, "^", "tab:orange")):
+            s = t[t["training"] == split]
+            ax.scatter(s["measured"], s["simulated"], marker=marker, color=color, s=22,
+                       label="training" if split else "held-out")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_title(m)
+        ax.set_xlabel("measured")
+        ax.set_ylabel("simulated")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def medians(raw: pd.DataFrame, training: Any = None) -> pd.DataFrame:
+    """Long raw measurements (one row per repeat) -> one median per (configuration, metric),
+    with ``repeats`` and ``training`` (from ``training(row)``; default the default split)."""
+    from perfsim.calibrate.configs import default_training
+
+    rule = training or default_training
+    missing = [c for c in [*CONFIG_COLUMNS, "metric", "value"] if c not in raw.columns]
+    if missing:
+        from perfsim.errors import ConfigError
+
+        raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value']}")
+    g = raw.groupby([*CONFIG_COLUMNS, "metric"], sort=False)["value"]
+    out = g.median().rename("value").to_frame().join(g.size().rename("repeats")).reset_index()
+    out["training"] = [bool(rule(r)) for r in out.to_dict("records")]
+    return out
