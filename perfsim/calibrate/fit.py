@@ -23,10 +23,11 @@ solve, repeat.
 The solve minimises the *relative* misfit of every training rate plus a weak pull of every
 free constant towards its prior (the profile the fit starts from), with constants >= 0::
 
-    Σ_i ((X_i θ - y_i) / y_i)²  +  λ Σ_j ((θ_j - θ0_j) / θ0_j)²
+    Σ_i ((X_i θ - y_i) / y_i)²  +  λ Σ_j (θ0_j / m_k) ((θ_j - θ0_j) / θ0_j)²
 
-The prior term only decides what the data cannot: constants that always appear together
-(``veth_xmit`` and ``backlog_rx`` on every veth hop) keep their prior ratio.  Free constants:
+(``m_k`` is the median prior of the constant's kind, per packet or per byte).  The prior term
+only decides what the data cannot: constants that always appear together (``veth_xmit`` and
+``backlog_rx`` on every veth hop) move by the same factor, keeping their prior ratio.  Free constants:
 every stage's per-packet cost that the training paths exercise, and per-byte costs only for the
 copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``): every other stage
 passes skbs by reference and checksums are offloaded (also on veth).  Constants the testbed
@@ -36,7 +37,6 @@ and are marked as such in the profile.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -216,9 +216,16 @@ def solve(
                 a[i, j] = v
     w = 1.0 / y
     scale = np.array([_prior_scale(k, v) for (_, k), v in zip(free, theta0, strict=True)])
-    reg = math.sqrt(lam)
-    # unknowns are z = theta / scale, so every column is O(1) and the prior term is ||z - z0||
-    lhs = np.vstack([a * scale * w[:, None], reg * np.eye(p)])
+    # unknowns are z = theta / scale (every column O(1)); the prior term weighs each relative
+    # deviation by the constant's size among its kind, so that the data's pull on constants that
+    # always appear together moves each by the same factor (their prior ratio is kept)
+    kinds = np.array([k for _, k in free])
+    size = np.ones(p)
+    for kind in set(kinds):
+        sel = kinds == kind
+        size[sel] = scale[sel] / np.median(scale[sel])
+    reg = np.sqrt(lam * size)
+    lhs = np.vstack([a * scale * w[:, None], np.diag(reg)])
     rhs = np.concatenate([(y - fixed) * w, reg * theta0 / scale])
     sol = lsq_linear(lhs, rhs, bounds=(0.0, np.inf), method="bvls")
     return {q: float(z * s) for q, z, s in zip(free, sol.x, scale, strict=True)}

@@ -1,0 +1,103 @@
+"""The calibration fit: exact on hand-made systems, and it recovers constants from synthetic
+measurements that the model itself generated with known constants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from perfsim.calibrate.configs import FIT_METRIC, default_training
+from perfsim.calibrate.fit import fit, profile_dict, simulate_many, solve, with_constants
+from perfsim.core.profile import load_profile
+from perfsim.errors import ConfigError
+
+
+def test_solve_is_exact_on_a_full_rank_system() -> None:
+    prior = load_profile("prior")
+    truth = {("tcp_tx", "per_packet_s"): 2e-6, ("sock_tx_copy", "per_byte_s"): 3e-10, ("veth_xmit", "per_packet_s"): 7e-7}
+    xs = [{("tcp_tx", "per_packet_s"): 1.0, ("sock_tx_copy", "per_byte_s"): 1000.0},
+          {("tcp_tx", "per_packet_s"): 2.0, ("veth_xmit", "per_packet_s"): 1.0},
+          {("veth_xmit", "per_packet_s"): 3.0, ("sock_tx_copy", "per_byte_s"): 10.0},
+          {("tcp_tx", "per_packet_s"): 1.0, ("veth_xmit", "per_packet_s"): 1.0, ("sock_tx_copy", "per_byte_s"): 50.0}]
+    y = np.array([sum(v * truth[k] for k, v in x.items()) for x in xs])
+    got = solve(xs, y, prior, lam=0.0)
+    for k, v in truth.items():
+        assert got[k] == pytest.approx(v, rel=1e-6)
+
+
+def test_constants_that_always_appear_together_keep_their_prior_ratio() -> None:
+    prior = load_profile("prior")
+    pair = [("veth_xmit", "per_packet_s"), ("backlog_rx", "per_packet_s")]
+    xs = [{pair[0]: 1.0, pair[1]: 1.0}, {pair[0]: 2.0, pair[1]: 2.0}]
+    y = np.array([3e-6, 6e-6])
+    got = solve(xs, y, prior, lam=1e-6)
+    assert got[pair[0]] + got[pair[1]] == pytest.approx(3e-6, rel=1e-3)
+    ratio = prior.cost("veth_xmit").per_packet_s / prior.cost("backlog_rx").per_packet_s
+    assert got[pair[0]] / got[pair[1]] == pytest.approx(ratio, rel=0.02)
+    # per-byte constants are only free for the copies: a per-byte coefficient elsewhere stays fixed
+    fixed = solve([{("tcp_tx", "per_packet_s"): 1.0, ("tcp_tx", "per_byte_s"): 1e4}], np.array([1e-6]), prior)
+    assert ("tcp_tx", "per_byte_s") not in fixed
+
+
+def _configs() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for path in ("host", "bridge", "nat", "overlay", "container"):
+        for wl, m in (("tcp_stream", 131072), ("tcp_rr", 64), ("udp_rr", 64), ("tcp_crr", 1)):
+            rows.append({"path": path, "workload": wl, "streams": 1, "message_bytes": m, "offloads": True, "cores": 1})
+    for path in ("host", "bridge", "overlay"):
+        rows.append({"path": path, "workload": "tcp_stream", "streams": 1, "message_bytes": 131072, "offloads": True, "cores": 2})
+    rows.append({"path": "nat", "workload": "tcp_rr", "streams": 1, "message_bytes": 64, "offloads": True, "cores": 2})
+    return rows
+
+
+@pytest.mark.slow
+def test_fit_recovers_known_constants_from_synthetic_measurements(tmp_path: Path) -> None:
+    prior = load_profile("prior")
+    truth = with_constants(prior, {
+        ("sock_tx_copy", "per_byte_s"): 2.0e-10, ("sock_rx_copy", "per_byte_s"): 1.6e-10,
+        ("vxlan_encap", "per_packet_s"): 3.0e-6, ("conntrack_new", "per_packet_s"): 6e-6,
+        ("tcp_connect", "per_packet_s"): 25e-6, ("tcp_rx", "per_packet_s"): 2.5e-6,
+    }, "truth")
+    truth_path = tmp_path / "truth.yaml"
+    truth_path.write_text(yaml.safe_dump(profile_dict(truth)))
+    rows = _configs()
+    sims = simulate_many(rows, str(truth_path), duration_s=0.05, workers=2)
+    measured = pd.DataFrame([{**r, "metric": FIT_METRIC[str(r["workload"])], "value": s.metrics[FIT_METRIC[str(r["workload"])]]}
+                             for r, s in zip(rows, sims, strict=True)])
+    measured["training"] = [default_training(r) for r in measured.to_dict("records")]
+    assert measured["training"].sum() == 21 and (~measured["training"]).sum() == 3
+    result = fit(measured, prior, iterations=2, lam=1e-4, duration_s=0.05, workers=2, workdir=tmp_path)
+    assert result.residuals["error_pct"].abs().max() < 2.0
+    got = result.profile
+    # what the measurements identify: the copies' per-byte cost (one core sees their sum; the
+    # sender's own share trades off against its per-skb work), the VXLAN hop, a connection
+    copies = [got.cost(s).per_byte_s for s in ("sock_tx_copy", "sock_rx_copy")]
+    assert sum(copies) == pytest.approx(3.6e-10, rel=0.10)
+    vx = [got.cost(s).per_packet_s for s in ("vxlan_encap", "vxlan_decap")]
+    assert sum(vx) == pytest.approx(truth.cost("vxlan_encap").per_packet_s + truth.cost("vxlan_decap").per_packet_s, rel=0.15)
+    assert got.cost("tcp_connect").per_packet_s == pytest.approx(25e-6, rel=0.15)
+    # held-out configurations are predicted, not fitted
+    fitted_path = tmp_path / "fitted.yaml"
+    fitted_path.write_text(yaml.safe_dump(profile_dict(got)))
+    held = [r for r in rows if not default_training(r)]
+    pred = simulate_many(held, str(fitted_path), duration_s=0.05, workers=2)
+    want = [s for r, s in zip(rows, sims, strict=True) if not default_training(r)]
+    for r, p, w in zip(held, pred, want, strict=True):
+        m = FIT_METRIC[str(r["workload"])]
+        assert p.metrics[m] == pytest.approx(w.metrics[m], rel=0.05), r
+
+
+def test_fit_refuses_what_it_cannot_linearise() -> None:
+    prior = load_profile("prior")
+    row = {"path": "nat", "workload": "tcp_rr", "streams": 1, "message_bytes": 64, "offloads": True, "cores": 2,
+           "metric": "transaction_rate", "value": 1e4, "training": True}
+    with pytest.raises(ConfigError, match="^training: got 'nat/tcp_rr/s1/m64/on/c2'"):
+        fit(pd.DataFrame([row]), prior)
+    with pytest.raises(ConfigError, match="^measurements: got 'missing column value'"):
+        fit(pd.DataFrame([{k: v for k, v in row.items() if k != "value"}]), prior)
+    with pytest.raises(ConfigError, match="^iterations"):
+        fit(pd.DataFrame([row]), prior, iterations=0)

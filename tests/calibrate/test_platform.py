@@ -1,0 +1,67 @@
+"""The testbed platform (hosts as namespaces on one machine) and profile clock scaling."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfsim.calibrate.configs import run_spec, simulated_metrics
+from perfsim.core.profile import load_profile
+from perfsim.errors import ConfigError
+from perfsim.experiment.config import RunSpec
+from perfsim.experiment.run import run
+from perfsim.topology.cluster import ClusterSpec
+
+RR = {"path": "host", "workload": "udp_rr", "streams": 1, "message_bytes": 64, "offloads": True, "cores": 1}
+
+
+def test_testbed_hosts_share_one_machine_and_a_veth_wire() -> None:
+    r = run(run_spec({**RR, "workload": "tcp_stream", "message_bytes": 131072}))
+    assert list(r.cores["host"].unique()) == ["testbed"] and len(r.cores) == 1
+    stages = set(r.stages["stage"])
+    assert "veth_xmit" in stages and not stages & {"nic_tx", "nic_rx", "gro", "gso_segment"}
+    assert r.cores["utilisation"].iloc[0] == pytest.approx(1.0, abs=0.01)  # one core does everything
+    assert r.links.empty  # no NIC, no switch: nothing serializes
+
+
+def test_one_core_round_trip_is_the_sum_of_the_work_on_the_path() -> None:
+    """udp_rr on one core: nothing waits for a wire, so one round trip takes exactly the CPU the
+    path charges per transaction (from the stage counters) — and halving the clock doubles it."""
+    r = run(run_spec(RR))
+    m = simulated_metrics(r)
+    per_txn = r.stages["cpu_s"].sum() / r.flows["transactions"].sum()
+    assert m["latency_s"] == pytest.approx(per_txn, rel=0.02)
+    assert m["transaction_rate"] == pytest.approx(1 / per_txn, rel=0.02)
+    own = load_profile("prior").cpu_ghz
+    assert own == 3.0
+    slow = RunSpec(**{**_kw(run_spec(RR, profile="prior")), "cluster": ClusterSpec(hosts=2, cores=1, testbed=True, cpu_ghz=1.5)})
+    fast = run_spec(RR, profile="prior")
+    assert simulated_metrics(run(slow))["latency_s"] == pytest.approx(2 * simulated_metrics(run(fast))["latency_s"], rel=1e-9)
+
+
+def _kw(spec: RunSpec) -> dict[str, object]:
+    return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
+
+
+def test_two_cores_put_client_and_server_on_their_own_core() -> None:
+    r = run(run_spec({**RR, "workload": "tcp_stream", "message_bytes": 131072, "cores": 2}, duration_s=0.03))
+    assert len(r.cores) == 2
+    busy = sorted(r.cores["utilisation"])
+    assert busy[1] == pytest.approx(1.0, abs=0.02)  # the sender's core (also runs the veth softirq)
+    assert 0.05 < busy[0] < 0.95  # the receiver's copy
+
+
+def test_testbed_limits_and_clock_scaling_errors() -> None:
+    with pytest.raises(ConfigError, match="^hosts: got 3; allowed: <= 2 on the testbed"):
+        ClusterSpec(hosts=3, testbed=True)
+    with pytest.raises(ConfigError, match="^cpu_ghz: got 0"):
+        ClusterSpec(cpu_ghz=0)
+    bad = load_profile("prior")
+    with pytest.raises(ConfigError, match="^cpu_ghz"):
+        type(bad)(bad.name, bad.stages, {"source": "x"}).at_clock(2.0)
+
+
+def test_testbed_streams_all_go_from_host0_to_host1() -> None:
+    spec = run_spec({**RR, "streams": 4})
+    assert {spec.slots(i) for i in range(4)} == {(0, 0, 1, 0)}
+    same = run_spec({**RR, "path": "bridge", "streams": 3})
+    assert {same.slots(i) for i in range(3)} == {(0, 0, 0, 1)}
