@@ -97,7 +97,7 @@ def _read_raw(path: str | Path) -> pd.DataFrame:
 
 def calibrate_main(args: argparse.Namespace) -> int:
     from perfsim import __version__
-    from perfsim.calibrate.fit import DEFAULT_LAMBDA, fit, profile_dict
+    from perfsim.calibrate.fit import DEFAULT_LAMBDA, fit, profile_dict, records
     from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians
     from perfsim.core.profile import load_profile
     from perfsim.experiment.output import write_atomic, write_frame
@@ -136,9 +136,9 @@ def calibrate_main(args: argparse.Namespace) -> int:
         "raw_measurements": raw_out.name,
         "fitted_constants": [f"{s}.{k}" for s, k in zip(free["stage"], free["kind"], strict=True)],
         "residuals": [
-            {"config": r.config_id, "metric": r.metric, "measured": float(f"{r.measured:.6g}"),
-             "simulated": float(f"{r.simulated:.6g}"), "error_pct": round(float(r.error_pct), 2)}
-            for r in result.residuals.itertuples()
+            {"config": str(r["config_id"]), "metric": str(r["metric"]), "measured": float(f"{float(r['measured']):.6g}"),
+             "simulated": float(f"{float(r['simulated']):.6g}"), "error_pct": round(float(r["error_pct"]), 2)}
+            for r in records(result.residuals)
         ],
     }
     data = profile_dict(result.profile, provenance, name=args.name)
@@ -148,7 +148,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
         spec["why"] = (f"fitted ({', '.join(kinds)})" if kinds else "prior: not exercised by the testbed's training set")
     header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
               f"# Raw measurements: {raw_out.name} (one row per repeat). Provenance, residuals below.\n")
-    write_atomic(out, lambda p: p.write_text(header + yaml.safe_dump(data, sort_keys=False, width=120)))
+    text = header + yaml.safe_dump(data, sort_keys=False, width=120)
+    write_atomic(out, lambda p: None if p.write_text(text) else None)
     print(result.residuals.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"profile: {out}  raw measurements: {raw_out}", file=sys.stderr)
     val = compare_measured(table, str(out), workers=args.workers, progress=True)

@@ -137,14 +137,23 @@ def unit_seconds(metric: str, value: float) -> float:
 
 
 def default_training(row: Mapping[str, Any]) -> bool:
-    """The default training subset: one stream on one core (every unit of work is serial, so the
-    measured rate is linear in the constants) on every path but ``routed``, plus the host path's
-    TCP stream on two cores (which tells the sender's work from the receiver's).  Everything
-    else — the other paths on two cores, several streams, the whole routed path, and every
-    latency — is held out for ``perfsim validate``."""
+    """The default training subset, chosen so that every fitted number has a linear relation
+    to a measured rate:
+
+    * on one core (all work serial, rate linear in the constants): TCP stream, request/response
+      and connection rate on every path but ``routed``;
+    * on two cores, the host path only: the TCP and UDP streams (whose busiest core, the
+      sender's, saturates: it separates the sender's work from the receiver's) and UDP
+      request/response (serial: it measures the wake-up of an idle core).
+
+    Held out for ``perfsim validate``: the whole routed path, every other path on two cores,
+    several streams, offloads off, UDP streams on one core (their loss depends on how the
+    scheduler shares the core between sender and receiver, which is not modelled) and every
+    latency."""
     wl = str(row["workload"])
-    if str(row.get("metric", FIT_METRIC[wl])) != FIT_METRIC[wl] or int(row["streams"]) != 1:
+    path = str(row["path"])
+    if str(row.get("metric", FIT_METRIC[wl])) != FIT_METRIC[wl] or int(row["streams"]) != 1 or not _bool(row["offloads"]):
         return False
     if int(row["cores"]) == 1:
-        return str(row["path"]) != "routed"
-    return str(row["path"]) == "host" and wl == "tcp_stream" and _bool(row["offloads"])
+        return path != "routed" and wl != "udp_stream"
+    return path == "host" and wl in ("tcp_stream", "udp_stream", "udp_rr")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.calibrate.configs import CONFIG_COLUMNS, DEFAULT_DURATION_S, config_id
-from perfsim.calibrate.fit import simulate_many
+from perfsim.calibrate.fit import records, simulate_many
 
 TARGET_PCT = {"throughput_bps": 10.0, "packet_rate_pps": 10.0, "transaction_rate": 10.0,
               "connection_rate": 10.0, "latency_s": 20.0, "latency_p99_s": 20.0}
@@ -31,9 +31,9 @@ def compare_measured(
     """One row per (configuration, metric) of ``measured`` (medians; a ``training`` column
     marks what the fit saw): measured, simulated with ``profile``, error in %, within target."""
     rows = measured[measured["metric"].isin(REPORTED_METRICS)].copy()
-    rows["config_id"] = [config_id(r) for r in rows.to_dict("records")]
+    rows["config_id"] = [config_id(r) for r in records(rows)]
     configs = rows.drop_duplicates("config_id")[CONFIG_COLUMNS + ["config_id"]]
-    sims = simulate_many(configs[CONFIG_COLUMNS].to_dict("records"), profile, duration_s, workers,
+    sims = simulate_many(records(configs[CONFIG_COLUMNS]), profile, duration_s, workers,
                          desc="perfsim validate" if progress else None)
     by_id = {s.config_id: s.metrics for s in sims}
     rows["simulated"] = [by_id[c].get(m, float("nan")) for c, m in zip(rows["config_id"], rows["metric"], strict=True)]
@@ -65,8 +65,9 @@ def format_table(table: pd.DataFrame) -> str:
     for r in table.itertuples():
         f, u = unit[str(r.metric)]
         mark = "" if r.within_target else "  !"
+        measured, simulated, err = float(r.measured) * f, float(r.simulated) * f, float(r.error_pct)  # type: ignore[arg-type]
         lines.append(f"{r.config_id:42s} {r.metric:17s} {'train' if r.training else 'held':8s} "
-                     f"{r.measured * f:10.3g} {r.simulated * f:10.3g} {u:7s} {r.error_pct:+7.1f}%{mark}")
+                     f"{measured:10.3g} {simulated:10.3g} {u:7s} {err:+7.1f}%{mark}")
     return "\n".join(lines)
 
 
@@ -123,5 +124,5 @@ def medians(raw: pd.DataFrame, training: Any = None) -> pd.DataFrame:
         raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value']}")
     g = raw.groupby([*CONFIG_COLUMNS, "metric"], sort=False)["value"]
     out = g.median().rename("value").to_frame().join(g.size().rename("repeats")).reset_index()
-    out["training"] = [bool(rule(r)) for r in out.to_dict("records")]
+    out["training"] = [bool(rule(r)) for r in records(out)]
     return out

@@ -57,7 +57,7 @@ class Host:
         self.name = name
         if cpus is None:
             rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
-            cpus = CpuPool(name, cores, netdev_max_backlog, rss_key)
+            cpus = CpuPool(name, cores, netdev_max_backlog, rss_key, sim.profile.cost("idle_wakeup").per_packet_s)
         self.cpus = cpus
         self.offloads = offloads if offloads is not None else Offloads()
         self.rps = rps

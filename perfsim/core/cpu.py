@@ -11,6 +11,12 @@ accumulates on the packet (``pkt.work_s``) and is served by :meth:`perfsim.core.
 when the packet leaves the core — so a run-to-completion softirq path costs one event, not one
 per stage.
 
+An idle core does not start at once: work handed to a core that has nothing to do waits
+``wakeup_s`` first (the profile's ``idle_wakeup``: the interrupt or IPI that wakes a halted CPU,
+its C-state exit; in a virtual machine, the wake-up of the halted vCPU by the hypervisor).
+The wait is latency, not CPU time.  A core that finished its last work less than
+:data:`IDLE_EPSILON_S` ago counts as still running (float rounding of "the same instant").
+
 Assumption: table operations (FDB, conntrack) happen when the packet reaches the core, not
 when the core gets to it; under a queue of a few hundred µs this shifts them by that much.
 """
@@ -22,6 +28,9 @@ from typing import TYPE_CHECKING
 
 from perfsim.core.packet import FlowKey, Packet
 
+IDLE_EPSILON_S = 1e-12
+"""A core idle for less than this is still running (float rounding, not a halt)."""
+
 if TYPE_CHECKING:
     from perfsim.core.profile import StageCost
 
@@ -29,13 +38,17 @@ if TYPE_CHECKING:
 class Core:
     """One CPU core of a host. ``busy_s`` is the total work it has been given."""
 
-    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name")
+    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wakeup_s", "wakeups")
 
-    def __init__(self, name: str, index: int, backlog_limit: int = 1000) -> None:
+    def __init__(self, name: str, index: int, backlog_limit: int = 1000, wakeup_s: float = 0.0) -> None:
         self.name = name
         self.index = index
         self.busy_until_s = 0.0
         self.busy_s = 0.0
+        self.wakeup_s = wakeup_s
+        """Delay before an idle core starts work (``idle_wakeup``)."""
+        self.wakeups = 0
+        """How many times work found this core idle and had to wake it."""
         self.backlog: deque[float] = deque()
         self.backlog_limit = backlog_limit
         """``net.core.netdev_max_backlog``: packets a core's receive queue may hold."""
@@ -44,6 +57,15 @@ class Core:
         """Work completed by ``now_s``: a FIFO core still owes ``busy_until_s - now_s``."""
         owed = self.busy_until_s - now_s
         return self.busy_s - owed if owed > 0 else self.busy_s
+
+    def start(self, now_s: float) -> float:
+        """When work handed to the core at ``now_s`` can start: when it is free, or — idle —
+        after waking up."""
+        busy = self.busy_until_s
+        if busy > now_s - IDLE_EPSILON_S:
+            return busy if busy > now_s else now_s
+        self.wakeups += 1
+        return now_s + self.wakeup_s
 
     def backlog_full(self, now: float) -> bool:
         """Is the receive queue (per-CPU backlog) full at ``now``? Forgets finished entries."""
@@ -68,12 +90,12 @@ def flow_hash(flow: FlowKey) -> int:
 class CpuPool:
     """The cores of one host, with receive-side scaling (RSS) and optional RPS."""
 
-    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0) -> None:
+    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0, wakeup_s: float = 0.0) -> None:
         from perfsim.errors import check_number
 
         check_number("cores", n_cores, low=1, high=4096, integer=True)
         self.host = host
-        self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit) for i in range(n_cores)]
+        self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit, wakeup_s) for i in range(n_cores)]
         self.rss_key = rss_key
         """Like the NIC's Toeplitz key, random per boot: which core a flow lands on varies."""
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
+from perfsim.core.cpu import IDLE_EPSILON_S
 from perfsim.core.packet import FlowKey, Packet
 from perfsim.core.rng import RngStreams
 
@@ -99,8 +100,8 @@ class Sim:
     def after_work(self, pkt: Packet, fn: Callable[[Packet], None]) -> float:
         """Serve the CPU work accumulated on ``pkt`` by its core, then hand it to ``fn``.
 
-        The core is a non-preemptive FIFO server: the work starts when the core is free (or now)
-        and lasts ``pkt.work_s``.  Returns the finish time.  A packet with no pending work (or
+        The core is a non-preemptive FIFO server: the work starts when the core is free (or now,
+        after the wake-up of an idle core) and lasts ``pkt.work_s``.  Returns the finish time.  A packet with no pending work (or
         no core) is handed on at once, without an event.
         """
         core = pkt.core
@@ -110,7 +111,10 @@ class Sim:
             fn(pkt)
             return now
         busy: float = core.busy_until_s
-        finish = (busy if busy > now else now) + work  # noqa: PLR1730 - cheaper than max()
+        if busy > now - IDLE_EPSILON_S:
+            finish = (busy if busy > now else now) + work  # noqa: PLR1730 - cheaper than max()
+        else:
+            finish = core.start(now) + work
         core.busy_until_s = finish
         core.busy_s += work
         pkt.work_s = 0.0
@@ -149,9 +153,7 @@ class Sim:
         ends here (drop, filter, consume) or waits outside any core (an ARP queue)."""
         core = pkt.core
         if core is not None and pkt.work_s > 0.0:
-            now = self.env._now
-            busy = core.busy_until_s
-            core.busy_until_s = (busy if busy > now else now) + pkt.work_s
+            core.busy_until_s = core.start(self.env._now) + pkt.work_s
             core.busy_s += pkt.work_s
             pkt.work_s = 0.0
 
@@ -203,11 +205,11 @@ class Sim:
 def reserve(core: Core, now_s: float, cost_s: float) -> float:
     """Give ``cost_s`` of packet-less work (a copy by an application) to ``core``.
 
-    The core is FIFO: the work starts when the core is free or now, whichever is later.
+    The core is FIFO: the work starts when the core is free or now, whichever is later (plus
+    the wake-up of an idle core, :meth:`Core.start`).
     Returns the finish time; the caller waits until then (e.g. ``yield env.timeout(f - now)``).
     """
-    busy = core.busy_until_s
-    finish = (busy if busy > now_s else now_s) + cost_s
+    finish = core.start(now_s) + cost_s
     core.busy_until_s = finish
     core.busy_s += cost_s
     return finish

@@ -120,6 +120,7 @@ def simulate(exp: Experiment) -> Simulated:
     def take_snapshot() -> None:
         now = sim.now
         snapshot["cores"] = {c.name: c.work_done(now) for h in cl.hosts for c in h.cpus.cores}
+        snapshot["wakeups"] = {c.name: c.wakeups for h in cl.hosts for c in h.cpus.cores}
         snapshot["stages"] = {(h.name, s): (st.cpu_s, st.packets, st.bytes) for h in cl.hosts for s, st in h.stages.items()}
         snapshot["links"] = {link.name: link.work_done(now) for link in links}
         snapshot["drops"] = dict(sim.drops)
@@ -151,7 +152,7 @@ def simulate(exp: Experiment) -> Simulated:
     return Simulated(
         flows=pd.DataFrame(rows),
         stages=stage_frame(cl.hosts, snapshot.get("stages")),
-        cores=core_frame(cl.hosts, end, window_s, snapshot.get("cores")),
+        cores=core_frame(cl.hosts, end, window_s, snapshot.get("cores"), snapshot.get("wakeups")),
         links=link_frame(links, end, window_s, snapshot.get("links")),
         drops=drop_frame(sim, snapshot.get("drops")),
         tables=sampler.frame(),

@@ -43,10 +43,12 @@ def stage_core_frame(hosts: Iterable[Host]) -> pd.DataFrame:
 
 
 def core_frame(
-    hosts: Iterable[Host], now_s: float, elapsed_s: float, since: dict[str, float] | None = None
+    hosts: Iterable[Host], now_s: float, elapsed_s: float, since: dict[str, float] | None = None,
+    wakeups_since: dict[str, int] | None = None,
 ) -> pd.DataFrame:
-    """Seconds of work each core completed in the last ``elapsed_s`` before ``now_s``, and
-    its utilisation (not capped: a value above 1 would be an accounting bug)."""
+    """Seconds of work each core completed in the last ``elapsed_s`` before ``now_s``, its
+    utilisation (not capped: a value above 1 would be an accounting bug) and how many times
+    work had to wake it from idle."""
     rows = []
     seen: set[int] = set()
     for h in hosts:
@@ -56,8 +58,9 @@ def core_frame(
         for c in h.cpus.cores:
             busy = c.work_done(now_s) - (since.get(c.name, 0.0) if since else 0.0)
             util = busy / elapsed_s if elapsed_s > 0 else 0.0
-            rows.append({"host": h.cpus.host, "core": c.index, "busy_s": busy, "utilisation": util})
-    return pd.DataFrame(rows, columns=["host", "core", "busy_s", "utilisation"])
+            woken = c.wakeups - (wakeups_since.get(c.name, 0) if wakeups_since else 0)
+            rows.append({"host": h.cpus.host, "core": c.index, "busy_s": busy, "utilisation": util, "wakeups": woken})
+    return pd.DataFrame(rows, columns=["host", "core", "busy_s", "utilisation", "wakeups"])
 
 
 def link_frame(links: Iterable[Any], now_s: float, elapsed_s: float, since: dict[str, float] | None = None) -> pd.DataFrame:

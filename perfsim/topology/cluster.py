@@ -111,7 +111,7 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
     shared: CpuPool | None = None
     if spec.testbed:
         rss_key = int(sim.rng.stream("testbed.rss_key").integers(0, 1 << 32))
-        shared = CpuPool("testbed", spec.cores, 1000, rss_key)
+        shared = CpuPool("testbed", spec.cores, 1000, rss_key, sim.profile.cost("idle_wakeup").per_packet_s)
     for i in range(spec.hosts):
         host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared)
         ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max)
