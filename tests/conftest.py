@@ -7,21 +7,29 @@ import os
 import pytest
 from hypothesis import settings
 
-from perfsim.core.profile import Profile, StageCost, load_profile
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
-
-
-def awake_profile(name: str = "default") -> Profile:
-    """``name`` with ``idle_wakeup`` = 0: cores start work the instant it arrives, so a path's
-    timing is exactly its wires plus its CPU (what the hand-computed timing tests assert; the
-    wake-up of idle cores has tests of its own)."""
-    p = load_profile(name)
-    return Profile(p.name, {**p.stages, "idle_wakeup": StageCost(0.0, 0.0)}, p.provenance)
 
 
 @pytest.fixture
 def sim() -> Sim:
-    return Sim(seed=1, profile=awake_profile())
+    """A simulation with the engineering-estimate profile (``prior``: stable, whatever the
+    calibration measured) whose cores never sleep (``Profile.awake``): a path's timing is
+    exactly its wires plus its CPU, as the hand-computed timing tests assert (the wake-up of
+    idle cores has tests of its own)."""
+    return Sim(seed=1, profile=load_profile("prior").awake())
+
+
+@pytest.fixture(scope="session")
+def awake_prior(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of that profile as a YAML file, for tests that run a RunSpec."""
+    import yaml
+
+    from perfsim.calibrate.fit import profile_dict
+
+    path = tmp_path_factory.mktemp("profiles") / "awake.yaml"
+    path.write_text(yaml.safe_dump(profile_dict(load_profile("prior").awake())))
+    return str(path)
 
 
 # CI runs property tests derandomized: the same examples every run, so a landing never

@@ -126,9 +126,11 @@ def calibrate_main(args: argparse.Namespace) -> int:
     free = result.params[result.params["free"]]
     provenance = {
         "source": "perfsim calibrate: least-squares fit to real-kernel measurements on this machine",
-        "method": ("regularised bounded linear least squares (perfsim.calibrate.fit), "
-                   f"lambda={lam}, {args.iterations} iterations; training: one stream on one core on every "
-                   "path but routed, plus the host path's TCP stream on two cores; everything else held out"),
+        "method": ("regularised bounded linear least squares over simulated design rows (perfsim.calibrate.fit), "
+                   f"lambda={lam}, {args.iterations} iterations; training subset (perfsim.calibrate.configs."
+                   "default_training): one stream on one core on every path but routed (TCP stream with offloads "
+                   "on and off, tcp_rr, udp_rr, tcp_crr), plus the host path's TCP stream, UDP stream and udp_rr "
+                   "on two cores; everything else is held out for perfsim validate"),
         "machine": machine,
         "date": dt.date.today().isoformat(),
         "perfsim": __version__,

@@ -27,15 +27,18 @@ The solve minimises the *relative* misfit of every training rate plus a weak pul
 free constant towards its prior (the profile the fit starts from), with every constant at
 least 1/20 of its prior (a stage the path crosses does cost something)::
 
-    Σ_i ((X_i θ - y_i) / y_i)²  +  λ Σ_j (θ0_j / m_k) ((θ_j - θ0_j) / θ0_j)²
+    Σ_i ((X_i θ - y_i) / y_i)²  +  λ Σ_j min(θ0_j / m_k, 1) ((θ_j - θ0_j) / θ0_j)²
 
 (``m_k``: the median prior of the constant's kind, per packet or per byte).  The prior term
 only decides what the data cannot: constants that always appear together (``veth_xmit`` and
-``backlog_rx`` on every veth hop) move by the same factor, keeping their prior ratio.
+``backlog_rx`` on every veth hop, both below the median) move by the same factor, keeping
+their prior ratio.
 ``idle_wakeup`` has no pull at all: it spans two orders of magnitude between a bare-metal core
 and a virtual machine's vCPU, so only the measurements decide it.  Free constants:
 every stage's per-packet cost that the training paths exercise, and per-byte costs only for the
-copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``): every other stage
+copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``) and TCP's handling
+of page fragments (``tcp_tx``, ``tcp_rx``: a 64 KiB skb's 16 pages are filled, referenced and
+freed one by one; what a stream with offloads off tells from per-skb work).  Every other stage
 passes skbs by reference and checksums are offloaded (also on veth).  Constants the testbed
 cannot see (physical NIC driver, GRO, ipip without its module, embedded DNS) keep their prior
 and are marked as such in the profile.
@@ -71,8 +74,9 @@ from perfsim.core.profile import STAGES, Profile, load_profile
 from perfsim.errors import ConfigError, check_number
 from perfsim.experiment.run import run
 
-PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy")
-"""The stages whose per-byte constant is fitted: the user <-> kernel copies."""
+PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy", "tcp_tx", "tcp_rx")
+"""The stages whose per-byte constant is fitted: the user <-> kernel copies, and TCP's page
+fragments (a 64 KiB skb carries 16 pages that are attached, referenced and freed one by one)."""
 MIN_PRIOR_PACKET_S = 1e-8
 MIN_PRIOR_BYTE_S = 1e-12
 DEFAULT_LAMBDA = 0.01
@@ -119,7 +123,7 @@ def with_constants(profile: Profile, theta: Mapping[Param, float], name: str = "
     return Profile.from_dict(data, name)
 
 
-def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float = DEFAULT_DURATION_S) -> Simulated:
+def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float | None = DEFAULT_DURATION_S) -> Simulated:
     """Simulate one configuration and linearise it (see the module docstring): a stream's row
     counts the work of its busiest core, a request/response's the work of every core plus the
     wake-ups of idle cores on its critical path; either is divided by the share of the time
@@ -168,14 +172,14 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
     return Simulated(config_id(row), simulated_metrics(result), util, {k: v / util for k, v in x.items()})
 
 
-def _simulate_task(args: tuple[dict[str, Any], str, float]) -> Simulated:
+def _simulate_task(args: tuple[dict[str, Any], str, float | None]) -> Simulated:
     return simulate_config(*args)
 
 
 def simulate_many(
     rows: Sequence[Mapping[str, Any]],
     profile_path: str,
-    duration_s: float = DEFAULT_DURATION_S,
+    duration_s: float | None = DEFAULT_DURATION_S,
     workers: int | None = None,
     desc: str | None = None,
 ) -> list[Simulated]:
@@ -252,13 +256,14 @@ def solve(
             else:
                 a[i, j] = v
     # unknowns z = theta / theta0 (every column O(1)); each relative deviation is weighed by
-    # the constant's size among its kind, so constants that always appear together move by the
-    # same factor; the idle core's wake-up has no prior (1 us on bare metal, 100 us in a VM)
+    # the constant's size among its kind (at most 1, so a large constant is not held stiffer
+    # than a typical one), so constants that always appear together move by the same factor;
+    # the idle core's wake-up has no prior (1 us on bare metal, 100 us in a VM)
     kinds = np.array([k for _, k in free])
     size = np.ones(p)
     for kind in set(kinds):
         sel = kinds == kind
-        size[sel] = theta0[sel] / np.median(theta0[sel])
+        size[sel] = np.minimum(theta0[sel] / np.median(theta0[sel]), 1.0)
     size[[j for j, q in enumerate(free) if q[0] in UNPRIORED_STAGES]] = 0.0
     reg = np.sqrt(lam * size)
     w = 1.0 / y
@@ -273,7 +278,7 @@ def fit(
     prior: Profile,
     iterations: int = DEFAULT_ITERATIONS,
     lam: float = DEFAULT_LAMBDA,
-    duration_s: float = DEFAULT_DURATION_S,
+    duration_s: float | None = DEFAULT_DURATION_S,
     workers: int | None = None,
     progress: bool = False,
     workdir: str | Path | None = None,

@@ -24,7 +24,7 @@ REPORTED_METRICS = ("throughput_bps", "packet_rate_pps", "transaction_rate", "co
 def compare_measured(
     measured: pd.DataFrame,
     profile: str,
-    duration_s: float = DEFAULT_DURATION_S,
+    duration_s: float | None = DEFAULT_DURATION_S,
     workers: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:

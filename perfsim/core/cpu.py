@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class Core:
     """One CPU core of a host. ``busy_s`` is the total work it has been given."""
 
-    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wakeup_s", "wakeups")
+    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wake_end_s", "wakeup_s", "wakeups")
 
     def __init__(self, name: str, index: int, backlog_limit: int = 1000, wakeup_s: float = 0.0) -> None:
         self.name = name
@@ -49,13 +49,17 @@ class Core:
         """Delay before an idle core starts work (``idle_wakeup``)."""
         self.wakeups = 0
         """How many times work found this core idle and had to wake it."""
+        self.wake_end_s = 0.0
+        """When the last wake-up ends (work queued behind it starts then)."""
         self.backlog: deque[float] = deque()
         self.backlog_limit = backlog_limit
         """``net.core.netdev_max_backlog``: packets a core's receive queue may hold."""
 
     def work_done(self, now_s: float) -> float:
-        """Work completed by ``now_s``: a FIFO core still owes ``busy_until_s - now_s``."""
-        owed = self.busy_until_s - now_s
+        """Work completed by ``now_s``: a FIFO core still owes ``busy_until_s - now_s``, or —
+        still waking up — everything queued behind the wake-up."""
+        start = self.wake_end_s if self.wake_end_s > now_s else now_s
+        owed = self.busy_until_s - start
         return self.busy_s - owed if owed > 0 else self.busy_s
 
     def start(self, now_s: float) -> float:
@@ -65,7 +69,8 @@ class Core:
         if busy > now_s - IDLE_EPSILON_S:
             return busy if busy > now_s else now_s
         self.wakeups += 1
-        return now_s + self.wakeup_s
+        self.wake_end_s = now_s + self.wakeup_s
+        return self.wake_end_s
 
     def backlog_full(self, now: float) -> bool:
         """Is the receive queue (per-CPU backlog) full at ``now``? Forgets finished entries."""

@@ -111,6 +111,12 @@ class Profile:
         prov = dict(self.provenance, scaled_to_cpu_ghz=cpu_ghz)
         return Profile(self.name, stages, prov)
 
+    def awake(self) -> Profile:
+        """The profile with ``idle_wakeup`` = 0: cores that never sleep (``idle=poll``, busy
+        polling, or a machine loaded enough that no core is ever idle)."""
+        stages = dict(self.stages, idle_wakeup=StageCost(0.0, 0.0))
+        return Profile(self.name, stages, dict(self.provenance, awake=True))
+
     @classmethod
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:
         """Validate a parsed profile; every error names the field by its path."""

@@ -20,9 +20,10 @@ Options of ``container`` (the pods sit on ``docker0``): ``subnet`` and ``mtu_byt
 ``bridge`` (:mod:`perfsim.topology.bridge_mode`); a pod takes one address, so the subnet must
 hold ``containers_per_host / 2 + 3`` addresses.
 
-Assumption: a loopback flow's MSS comes from the container's ``eth0`` MTU (as host mode's
-same-host flows use the NIC MTU), not from ``lo``'s 64 KiB MTU; with GSO on this changes
-nothing, since both send 64 KiB super-segments.
+A loopback flow's MSS comes from ``lo``'s 64 KiB MTU (as in Linux: the route to a local
+address goes through ``lo``), so it sends 64 KiB segments even with offloads off — measured on
+the calibration testbed: offloads off cost a loopback stream only ~10 % where every veth path
+loses 70-85 %.
 """
 
 from __future__ import annotations

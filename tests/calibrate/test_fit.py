@@ -33,19 +33,21 @@ def test_the_prior_decides_only_what_the_data_cannot() -> None:
     """Two constants that always appear together: the data fixes their sum, the pull towards
     the prior splits it — both move by the same factor, keeping their prior ratio."""
     prior = load_profile("prior")
-    pair = [("veth_xmit", "per_packet_s"), ("backlog_rx", "per_packet_s")]
-    xs = [{pair[0]: 1.0, pair[1]: 1.0}, {pair[0]: 2.0, pair[1]: 2.0}]
-    y = np.array([3e-6, 6e-6])
+    pair = [("nf_hook", "per_packet_s"), ("conntrack_lookup", "per_packet_s")]
+    big = ("tcp_connect", "per_packet_s")  # a third, larger constant sets the median
+    xs = [{pair[0]: 1.0, pair[1]: 1.0}, {pair[0]: 2.0, pair[1]: 2.0}, {big: 1.0}]
+    y = np.array([1.6e-6, 3.2e-6, 15e-6])
     got = solve(xs, y, prior, lam=1e-4)
-    assert got[pair[0]] + got[pair[1]] == pytest.approx(3e-6, rel=5e-3)
+    assert got[pair[0]] + got[pair[1]] == pytest.approx(1.6e-6, rel=5e-3)
     p0, p1 = (getattr(prior.cost(s), k) for s, k in pair)
     assert got[pair[0]] / got[pair[1]] == pytest.approx(p0 / p1, rel=0.02)
+    assert got[big] == pytest.approx(15e-6, rel=1e-3)
     # with a strong pull the constants stay near the prior and the data is not met
     stiff = solve(xs, y, prior, lam=1e6)
     assert stiff[pair[0]] == pytest.approx(p0, rel=0.01) and stiff[pair[1]] == pytest.approx(p1, rel=0.01)
     # per-byte constants are only free for the copies: a per-byte coefficient elsewhere stays fixed
-    fixed = solve([{("tcp_tx", "per_packet_s"): 1.0, ("tcp_tx", "per_byte_s"): 1e4}], np.array([1e-6]), prior)
-    assert ("tcp_tx", "per_byte_s") not in fixed
+    fixed = solve([{("udp_tx", "per_packet_s"): 1.0, ("udp_tx", "per_byte_s"): 1e4}], np.array([1e-6]), prior)
+    assert ("udp_tx", "per_byte_s") not in fixed
 
 
 def _configs() -> list[dict[str, object]]:

@@ -84,12 +84,14 @@ def test_the_cross_host_cpu_cost_ordering_emerges() -> None:
     assert cost["ipip"] > cost["routed"]
 
 
-def test_the_round_trip_latency_ordering_emerges() -> None:
-    """tcp_rr: fewer stages on the path, shorter round trip. Orderings only, never ratios."""
+def test_the_round_trip_latency_ordering_emerges(awake_prior: str) -> None:
+    """tcp_rr: fewer stages on the path, shorter round trip. Orderings only, never ratios.
+    (Cores that never sleep: with idle wake-ups, the count of idle cores a transaction wakes
+    — one per core hand-off — decides instead; see tests/components/test_idle_wakeup.py.)"""
     p50: dict[str, float] = {}
     for mode, placement in [("container", "same-host"), ("bridge", "same-host"), ("host", "cross-host"),
                             ("routed", "cross-host"), ("overlay", "cross-host")]:
         r = run(RunSpec(mode=mode, placement=placement, workload="tcp_rr", containers_per_host=2,
-                        duration_s=0.01, warmup_s=0.002))
+                        duration_s=0.01, warmup_s=0.002, profile=awake_prior))
         p50[mode] = r.summary()["latency_p50_us"]
     assert p50["container"] < p50["bridge"] < p50["host"] < p50["routed"] < p50["overlay"]

@@ -7,6 +7,7 @@ import pytest
 from perfsim.components.netfilter import Rule
 from perfsim.core.addr import ip
 from perfsim.core.packet import PROTO_TCP, PROTO_UDP, FlowKey, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError
 from perfsim.topology.base import make_endpoint
@@ -14,11 +15,15 @@ from perfsim.topology.bridge_mode import build_bridge
 from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.transport.workloads import start_workload
 
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
+
 EST = frozenset({"RELATED", "ESTABLISHED"})
 
 
 def _cluster(seed: int = 1, hosts: int = 2):  # type: ignore[no-untyped-def]
-    sim = Sim(seed=seed)
+    sim = Sim(seed=seed, profile=AWAKE)
     return sim, build_cluster(sim, ClusterSpec(hosts=hosts, cores=2))
 
 

@@ -8,12 +8,17 @@ from perfsim.components.neighbour import NudState
 from perfsim.components.vxlan import VxlanDevice
 from perfsim.core.addr import ip
 from perfsim.core.packet import ARP_REQUEST, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError
 from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.topology.modes import MODES
 from perfsim.topology.overlay_mode import build_overlay
 from perfsim.transport.workloads import start_workload
+
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
 
 
 def _vteps(sim: Sim) -> list[VxlanDevice]:
@@ -32,7 +37,7 @@ def _log_sends(vx: VxlanDevice, log: list[tuple[float, int, int]]) -> None:
 
 
 def test_learning_floods_the_first_arp_to_every_remote_vtep_then_learns_and_stops_flooding() -> None:
-    sim = Sim(seed=6)
+    sim = Sim(seed=6, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=3, cores=2))
     net = build_overlay(cl, 1, learning=True)
     client, server = net.endpoint(0, 0), net.endpoint(1, 0)
@@ -62,7 +67,7 @@ def test_learning_floods_the_first_arp_to_every_remote_vtep_then_learns_and_stop
 
 
 def test_without_learning_the_control_plane_prepopulates_and_nothing_floods() -> None:
-    sim = Sim(seed=6)
+    sim = Sim(seed=6, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=3, cores=2))
     net = build_overlay(cl, 1)
     vteps = _vteps(sim)
@@ -82,7 +87,7 @@ def test_without_learning_the_control_plane_prepopulates_and_nothing_floods() ->
     ],
 )
 def test_overlay_options_are_validated(options: dict, message: str) -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
     with pytest.raises(ConfigError, match=message):
         MODES["overlay"].build(cl, 1, **options)

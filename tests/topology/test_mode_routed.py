@@ -8,12 +8,17 @@ from perfsim.components.ipip import IpipDevice
 from perfsim.components.neighbour import NudState
 from perfsim.core.addr import ip
 from perfsim.core.packet import DATA, PROTO_IPIP, PROTO_UDP, FlowKey, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError
 from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.topology.routed_mode import build_ipip, build_routed
 from perfsim.transport.workloads import start_workload
 from perfsim.units import IPIP_OVERHEAD_BYTES
+
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
 
 
 def _record(obj: object, attr: str, log: list[tuple[int, int, int, int]]) -> None:
@@ -29,7 +34,7 @@ def _record(obj: object, attr: str, log: list[tuple[int, int, int, int]]) -> Non
 
 
 def test_routed_host_routes_are_what_bgp_installs_and_containers_use_a_link_local_gateway() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=3))
     net = build_routed(cl, 2)
     assert [str(r) for r in cl.roots[1].routes.routes()] == [
@@ -53,7 +58,7 @@ def test_routed_host_routes_are_what_bgp_installs_and_containers_use_a_link_loca
 
 
 def _one_datagram_on_the_wire(builder) -> list[tuple[int, int, int, int]]:  # type: ignore[no-untyped-def]
-    sim = Sim(seed=4)
+    sim = Sim(seed=4, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
     net = builder(cl, 1)
     wire: list[tuple[int, int, int, int]] = []
@@ -77,7 +82,7 @@ def test_ipip_frames_on_the_fabric_are_exactly_20_bytes_larger_than_routed() -> 
 
 @pytest.mark.parametrize("offloads", [True, False])
 def test_ipip_tcp_stream_adds_20_bytes_per_frame_and_fills_exactly_the_1500_byte_mtu(offloads: bool) -> None:
-    sim = Sim(seed=3)
+    sim = Sim(seed=3, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2, cores=2, offloads=offloads))
     net = build_ipip(cl, 1)
     client, server = net.endpoint(0, 0), net.endpoint(1, 0)
@@ -111,7 +116,7 @@ def test_ipip_tcp_stream_adds_20_bytes_per_frame_and_fills_exactly_the_1500_byte
 
 
 def test_ipip_routes_other_hosts_through_tunl0_and_takes_the_remote_from_the_route() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=3))
     build_ipip(cl, 1)
     root = cl.roots[0]
@@ -132,7 +137,7 @@ def test_ipip_routes_other_hosts_through_tunl0_and_takes_the_remote_from_the_rou
 
 
 def test_ipip_drops_an_oversized_df_packet_and_needs_room_for_the_header() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
     build_ipip(cl, 1)
     tunl = cl.roots[0].devices["tunl0"]
@@ -140,9 +145,9 @@ def test_ipip_drops_an_oversized_df_packet_and_needs_room_for_the_header() -> No
     pkt.core = cl.hosts[0].cpus.cores[0]
     tunl.xmit(pkt)
     assert dict(sim.drops) == {("h0/tunl0", "mtu_exceeded_df"): 1}
-    sim2 = Sim(seed=1)
+    sim2 = Sim(seed=1, profile=AWAKE)
     small = build_cluster(sim2, ClusterSpec(hosts=2, mtu_bytes=87))
     with pytest.raises(ConfigError, match=r"^mtu_bytes: got 87; allowed: >= 88 for ipip"):
         build_ipip(small, 1)
     with pytest.raises(ConfigError, match=r"^containers_per_host: got 254"):
-        build_routed(build_cluster(Sim(seed=1), ClusterSpec(hosts=1)), 254)
+        build_routed(build_cluster(Sim(seed=1, profile=AWAKE), ClusterSpec(hosts=1)), 254)

@@ -6,6 +6,7 @@ import pytest
 
 from perfsim.components.vxlan import VxlanDevice
 from perfsim.core.packet import DATA, PROTO_UDP, FlowKey, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError
 from perfsim.experiment.config import RunSpec
@@ -14,6 +15,10 @@ from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.topology.overlay_mode import build_overlay
 from perfsim.transport.workloads import start_workload
 from perfsim.units import VXLAN_OVERHEAD_BYTES
+
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
 
 
 def _record(obj: object, attr: str, log: list[tuple[int, int, int]]) -> None:
@@ -30,7 +35,7 @@ def _record(obj: object, attr: str, log: list[tuple[int, int, int]]) -> None:
 
 @pytest.mark.parametrize("offloads", [True, False])
 def test_vxlan_frames_on_the_wire_are_exactly_50_bytes_longer_per_frame(offloads: bool) -> None:
-    sim = Sim(seed=3)
+    sim = Sim(seed=3, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2, cores=2, offloads=offloads))
     net = build_overlay(cl, 1)
     client, server = net.endpoint(0, 0), net.endpoint(1, 0)
@@ -49,7 +54,7 @@ def test_vxlan_frames_on_the_wire_are_exactly_50_bytes_longer_per_frame(offloads
 
 
 def test_vxlan_drops_an_inner_packet_above_its_mtu_and_counts_the_reason() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
     build_overlay(cl, 1)
     vx = next(el for el in sim.elements.values() if isinstance(el, VxlanDevice))
@@ -67,7 +72,7 @@ def test_vxlan_drops_an_inner_packet_above_its_mtu_and_counts_the_reason() -> No
 
 
 def test_overlay_mtu_must_leave_room_for_the_50_byte_header() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2, mtu_bytes=117))
     with pytest.raises(ConfigError, match="mtu_bytes: got 117; allowed: >= 118"):
         build_overlay(cl, 1)
@@ -95,7 +100,7 @@ def test_overlay_costs_more_cpu_per_byte_than_host_mode_on_the_same_cluster() ->
 
 
 def test_vxlan_fragments_an_oversized_packet_without_df_and_each_fragment_gets_50_bytes() -> None:
-    sim = Sim(seed=1)
+    sim = Sim(seed=1, profile=AWAKE)
     cl = build_cluster(sim, ClusterSpec(hosts=2))
     net = build_overlay(cl, 1)
     vx = next(el for el in sim.elements.values() if isinstance(el, VxlanDevice))
@@ -132,7 +137,7 @@ def test_rps_steers_the_veth_receive_to_the_flow_hash_core() -> None:
     from perfsim.components.host import Host
     from perfsim.components.netdev import veth_pair
 
-    sim = Sim(seed=5)
+    sim = Sim(seed=5, profile=AWAKE)
     host = Host(sim, "h", cores=4, rps=True)
     a, b = veth_pair(host, "h/a", 1, "h/b", 2)
     seen: dict[FlowKey, object] = {}

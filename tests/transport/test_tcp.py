@@ -10,10 +10,15 @@ import pytest
 
 from perfsim.components.host import Offloads
 from perfsim.core.packet import ACK, DATA, SYN, SYNACK, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.transport.tcp import TcpConnection, TcpListener
 
 from .fakes import FakeNs, fake_pair
+
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
 
 IP_A, IP_B = 0x0A000001, 0x0A000002
 MSS = 1448
@@ -166,7 +171,7 @@ def test_rto_fires_when_the_only_outstanding_segment_is_lost(sim: Sim) -> None:
 
 
 def _transfer(gso: bool, total: int) -> tuple[list[Any], int]:
-    sim = Sim(1)
+    sim = Sim(1, profile=AWAKE)
     p = Pair(sim, 50e-6, gso=gso)
     p.send(total)
     sim.run(0.2)

@@ -12,6 +12,7 @@ import pytest
 
 from perfsim.components.host import Offloads
 from perfsim.core.packet import DATA, PROTO_TCP, FlowKey, Packet
+from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError
 from perfsim.transport.tcp import TcpConnection, TcpListener
@@ -26,6 +27,10 @@ from perfsim.transport.udp import UdpSocket
 from perfsim.transport.workloads import Endpoint, Flow, start_workload
 
 from .fakes import FakeNs, fake_pair, other_core
+
+AWAKE = load_profile("prior").awake()
+"""The engineering-estimate profile, with cores that never sleep: these tests check mechanisms
+and time the path itself (not idle wake-ups), independent of what calibration measured."""
 
 IP_A, IP_B = 0x0A000001, 0x0A000002
 MSS = 1448
@@ -284,7 +289,7 @@ def test_veth_like_completion_never_throttles(sim: Sim) -> None:
     never blocks)."""
 
     def run(tsq: bool) -> tuple[list[Any], int]:
-        s = Sim(1)
+        s = Sim(1, profile=AWAKE)
         f = Bulk(s, 0.0, 50e-6, nic=False, tcp_limit_output_bytes=0, tsq=tsq)
         f.send_forever()
         s.run(0.02)

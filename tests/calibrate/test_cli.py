@@ -1,0 +1,68 @@
+"""``perfsim calibrate --from-raw`` and ``perfsim validate`` end to end, on stored measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from perfsim.cli import main
+from perfsim.core.profile import load_profile
+
+
+def _raw(path: Path) -> Path:
+    """A small long-form raw file: two configurations, three repeats each."""
+    rows = []
+    for cfg, metric, values in (
+        (("host", "udp_rr", 1, 64, True, 1), "transaction_rate", (40000.0, 41000.0, 39000.0)),
+        (("host", "udp_rr", 1, 64, True, 1), "latency_s", (24e-6, 25e-6, 26e-6)),
+        (("bridge", "tcp_stream", 1, 131072, True, 2), "throughput_bps", (9e9, 10e9, 11e9)),
+    ):
+        for i, v in enumerate(values):
+            rows.append(dict(zip(["path", "workload", "streams", "message_bytes", "offloads", "cores"], cfg, strict=True),
+                             metric=metric, repeat=i, value=v))
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_validate_prints_measured_vs_simulated_and_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _raw(tmp_path / "raw.csv")
+    out = tmp_path / "v"
+    assert main(["validate", "--profile", "prior", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 0
+    table = pd.read_csv(out / "validate.csv")
+    assert set(table["metric"]) == {"transaction_rate", "latency_s", "throughput_bps"}
+    rr = table[table["metric"] == "transaction_rate"].iloc[0]
+    assert rr["measured"] == 40000.0  # the median of the repeats
+    assert bool(rr["training"]) is True and not table[table["cores"] == 2]["training"].any()
+    assert rr["error_pct"] == pytest.approx((rr["simulated"] / 40000.0 - 1) * 100)
+    assert (out / "validate.png").stat().st_size > 10_000
+    text = capsys.readouterr().out
+    assert "host/udp_rr/s1/m64/on/c1" in text and "held-out" in text
+
+
+@pytest.mark.slow
+def test_calibrate_from_raw_writes_a_loadable_profile_with_provenance(tmp_path: Path) -> None:
+    raw = _raw(tmp_path / "raw.csv")
+    out = tmp_path / "fit.yaml"
+    assert main(["calibrate", "--from-raw", str(raw), "--out", str(out), "--iterations", "1", "--workers", "1"]) == 0
+    prof = load_profile(out)
+    data = yaml.safe_load(out.read_text())
+    prov = data["provenance"]
+    assert prov["raw_measurements"] == "fit.raw.csv" and (tmp_path / "fit.raw.csv").is_file()
+    assert [r["config"] for r in prov["residuals"]] == ["host/udp_rr/s1/m64/on/c1"]  # the only training rate
+    assert "udp_rx.per_packet_s" in prov["fitted_constants"]
+    assert data["stages"]["nic_tx"]["why"].startswith("prior")
+    assert prof.cost("nic_tx") == load_profile("prior").cost("nic_tx")
+
+
+def test_bad_calibrate_and_validate_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--raw", str(tmp_path / "missing.csv")]) == 2
+    assert "raw measurements: got" in capsys.readouterr().err
+    assert main(["calibrate", "--from-raw", str(_raw(tmp_path / "r.csv")), "--out", str(tmp_path / "p.txt")]) == 2
+    assert "--out: got" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,metric\nhost,throughput_bps\n")
+    assert main(["validate", "--profile", "prior", "--raw", str(bad)]) == 2
+    assert "measurements: got 'missing column workload'" in capsys.readouterr().err
