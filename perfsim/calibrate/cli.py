@@ -129,8 +129,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
         "method": ("regularised bounded linear least squares over simulated design rows (perfsim.calibrate.fit), "
                    f"lambda={lam}, {args.iterations} iterations; training subset (perfsim.calibrate.configs."
                    "default_training): one stream on one core on every path but routed (TCP stream with offloads "
-                   "on and off, tcp_rr, udp_rr, tcp_crr), plus the host path's TCP stream, UDP stream and udp_rr "
-                   "on two cores; everything else is held out for perfsim validate"),
+                   "on and off, tcp_rr, udp_rr, tcp_crr), plus the host path's TCP stream, UDP stream and "
+                   "udp_rr on two cores; everything else is held out for perfsim validate"),
         "machine": machine,
         "date": dt.date.today().isoformat(),
         "perfsim": __version__,

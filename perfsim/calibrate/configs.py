@@ -158,13 +158,13 @@ def default_training(row: Mapping[str, Any]) -> bool:
       and connection rate on every path but ``routed``, with offloads on and (TCP stream) off:
       MSS-sized skbs tell per-skb from per-byte work;
     * on two cores, the host path only: the TCP and UDP streams (whose busiest core, the
-      sender's, saturates: it separates the sender's work from the receiver's) and UDP
-      request/response (serial: it measures the wake-up of an idle core).
+      sender's, is taken as saturated: they separate the sender's work from the receiver's)
+      and UDP request/response (serial: it measures the wake-up of an idle core).
 
     Held out for ``perfsim validate``: the whole routed path, every other path on two cores,
-    several streams, offloads off on two cores, UDP streams on one core (their loss depends on how the
-    scheduler shares the core between sender and receiver, which is not modelled) and every
-    latency."""
+    several streams, offloads off on two cores, UDP streams on one core (their loss depends on
+    how the scheduler shares the core between sender and receiver, which is not modelled) and
+    every latency."""
     wl = str(row["workload"])
     path = str(row["path"])
     if str(row.get("metric", FIT_METRIC[wl])) != FIT_METRIC[wl] or int(row["streams"]) != 1:

@@ -78,9 +78,15 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "perfsim validate")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     metrics = [m for m in REPORTED_METRICS if m in set(table["metric"])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
-    for ax, m in zip(axes[0], metrics, strict=True):
+    ncols = min(3, len(metrics))
+    nrows = (len(metrics) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, m in zip(axes.flat, metrics, strict=False):
         t = table[table["metric"] == m]
         lo = float(min(t["measured"].min(), t["simulated"].min())) * 0.7
         hi = float(max(t["measured"].max(), t["simulated"].max())) * 1.4
@@ -94,6 +100,8 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "perfsim validate")
                        label="training" if split else "held-out")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_title(m)

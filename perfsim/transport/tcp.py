@@ -210,9 +210,29 @@ class TcpConnection(TcpSender, TcpReceiver):
 
     # -- receive entry (softirq) -------------------------------------------------------------
     def deliver(self, pkt: Packet) -> None:
-        """Called by the namespace in softirq context: charge ``tcp_rx``, then process."""
+        """Called by the namespace in softirq context: charge ``tcp_rx``, then process.
+
+        While the application holds the socket (a ``recvmsg``/``sendmsg`` copy is running on
+        its core), Linux cannot process the skb in softirq: ``tcp_v4_rcv`` queues it on the
+        socket's backlog and the owner processes it in ``release_sock`` — on the
+        application's core, after its copy.  So part of the receive work follows the reader
+        (and the ACK work the writer) to their own cores."""
+        core = pkt.core
+        now = self.env._now
+        if (core is not None and core is not self.app_core and self._direct_until <= now
+                and (self._owned_until > now or self._backlog_until > now)):
+            # while the owner still works through its backlog, new skbs join it; while an
+            # earlier skb is still being processed in softirq, this one follows it: in order
+            self.sim.settle(pkt)  # the softirq core did the work up to here
+            pkt.core = self.app_core
+            self.backlogged += 1
+            self._rx_stage.charge(pkt)
+            self._backlog_until = self.sim.after_work(pkt, self.process)
+            return
         self._rx_stage.charge(pkt)
-        self.sim.after_work(pkt, self.process)
+        finish = self.sim.after_work(pkt, self.process)
+        if core is not self.app_core:
+            self._direct_until = finish
 
     def on_xmit_done(self, pkt: Packet, t_s: float) -> None:
         """The skb stops counting against this socket at ``t_s`` (TX completion or orphan)."""

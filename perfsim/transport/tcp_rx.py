@@ -69,6 +69,14 @@ class TcpReceiver:
         self._read_ev: Any = None
         self.dup_bytes = 0
         self.bytes_read = 0
+        self._owned_until = 0.0
+        """The application holds the socket (its syscall's copy runs) until then."""
+        self._backlog_until = 0.0
+        """The owner has processed its socket backlog by then."""
+        self._direct_until = 0.0
+        """The softirq core has processed the last skb it took directly by then."""
+        self.backlogged = 0
+        """skbs that arrived while the application held the socket (processed by it)."""
 
     # -- application call -------------------------------------------------------------------
     def read(self, max_bytes: int) -> Generator[Any, Any, int]:
@@ -81,6 +89,7 @@ class TcpReceiver:
             yield self._read_ev
         n = min(self._readable_end - self._read_seq, max_bytes)
         finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
+        self._owned_until = finish
         yield env.timeout(finish - env.now)
         self._consume(n)
         return n

@@ -132,6 +132,7 @@ class TcpSender:
         if self.state not in SENDING_STATES or self._fin_queued:
             return 0
         finish = reserve_app_work(self._tx_copy, self.app_core, env.now, nbytes)
+        self._owned_until = finish
         yield env.timeout(finish - env.now)
         self.write_end += nbytes
         self._push(self.app_core)
