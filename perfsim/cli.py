@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "joined by a veth wire")
     c.add_argument("--cpu-ghz", type=_number, default=None,
                    help="clock of the simulated cores; scales the profile from its own machine's clock")
+    c.add_argument("--idle-wakeup-us", type=_number, default=None,
+                   help="latency before an idle core starts work (default: the profile's, measured on its machine: "
+                        "a VM's vCPU wake-up for the default profile; a few us on bare metal)")
     from perfsim.trace import add_trace_arguments
 
     t = sub.add_parser("trace", help="walk one packet through a mode hop by hop")
@@ -122,12 +125,17 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
     if args.offloads not in ("on", "off"):
         raise ConfigError("--offloads", args.offloads, "on or off")
+    if args.idle_wakeup_us is not None:
+        from perfsim.errors import check_number
+
+        check_number("--idle-wakeup-us", args.idle_wakeup_us, low=0.0, high=1e5)
     modes = None if args.modes is None else [m.strip() for m in args.modes.split(",") if m.strip()]
     specs = plan(
         modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
         hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
         nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
         duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
+        idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6,
     )
     profile = load_profile(args.profile)
     out = execute(specs, workers=args.workers, progress=True)

@@ -114,8 +114,15 @@ class Profile:
     def awake(self) -> Profile:
         """The profile with ``idle_wakeup`` = 0: cores that never sleep (``idle=poll``, busy
         polling, or a machine loaded enough that no core is ever idle)."""
-        stages = dict(self.stages, idle_wakeup=StageCost(0.0, 0.0))
-        return Profile(self.name, stages, dict(self.provenance, awake=True))
+        return self.with_idle_wakeup(0.0)
+
+    def with_idle_wakeup(self, wakeup_s: float) -> Profile:
+        """The profile for cores whose idle wake-up takes ``wakeup_s`` (a hardware parameter:
+        the C-state exit latency in ``/sys/devices/system/cpu/cpu0/cpuidle/state*/latency``
+        plus IPI delivery on bare metal; a vCPU's wake-up in a VM)."""
+        check_number("idle_wakeup_s", wakeup_s, low=0.0, high=0.1)
+        stages = dict(self.stages, idle_wakeup=StageCost(float(wakeup_s), 0.0))
+        return Profile(self.name, stages, dict(self.provenance, idle_wakeup_s=float(wakeup_s)))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:

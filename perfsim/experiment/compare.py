@@ -71,12 +71,14 @@ def plan(
     seed: int = 0,
     testbed: bool = False,
     cpu_ghz: float | None = None,
+    idle_wakeup_s: float | None = None,
 ) -> list[RunSpec]:
     """Every run of the comparison, validated. Raises ConfigError naming the bad option.
 
     ``testbed``: simulate the calibration testbed (two namespaces on one machine sharing
     ``cores``, joined by a veth wire); there is no host sweep, and each flow runs between one
-    client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile."""
+    client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile;
+    ``idle_wakeup_s`` replaces its idle-core wake-up latency."""
     modes = [m for m in MODES if m != "none"] if modes is None else list(modes)
     if not modes:
         raise ConfigError("modes", "", f"one or more of {', '.join(MODES)}")
@@ -98,7 +100,7 @@ def plan(
     scale_workload = workload or "tcp_stream"
     def cluster_of(n_hosts: int) -> ClusterSpec:
         return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads,
-                           testbed=testbed, cpu_ghz=cpu_ghz)
+                           testbed=testbed, cpu_ghz=cpu_ghz, idle_wakeup_s=idle_wakeup_s)
 
     cluster_of(hosts)  # validate the base cluster before anything else
     specs: list[RunSpec] = []

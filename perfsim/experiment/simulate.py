@@ -91,8 +91,13 @@ class Simulated:
 
 
 def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
-    """The profile for this cluster's hardware: scaled to its clock when it states one."""
-    return profile if cluster.cpu_ghz is None else profile.at_clock(cluster.cpu_ghz)
+    """The profile for this cluster's hardware: scaled to its clock and with its cores' idle
+    wake-up latency, when it states them."""
+    if cluster.cpu_ghz is not None:
+        profile = profile.at_clock(cluster.cpu_ghz)
+    if cluster.idle_wakeup_s is not None:
+        profile = profile.with_idle_wakeup(cluster.idle_wakeup_s)
+    return profile
 
 
 def simulate(exp: Experiment) -> Simulated:

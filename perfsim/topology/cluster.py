@@ -62,6 +62,9 @@ class ClusterSpec:
     cpu_ghz: float | None = None
     """Clock of the cores; ``None``: the profile's own machine.  Another value scales every cost
     constant by the ratio of clocks (:meth:`perfsim.core.profile.Profile.at_clock`)."""
+    idle_wakeup_s: float | None = None
+    """Latency before an idle core starts work handed to it (C-state exit + IPI; a VM's vCPU
+    wake-up); ``None``: the profile's ``idle_wakeup``, measured on its machine."""
     testbed: bool = False
     """Simulate the calibration testbed: hosts are namespaces on one machine sharing ``cores``,
     joined by a veth wire (``nic_rate_bps``, ``fabric_delay_s`` and ``nic_queue_packets`` unused)."""
@@ -69,6 +72,8 @@ class ClusterSpec:
     def __post_init__(self) -> None:
         if self.cpu_ghz is not None:
             check_number("cpu_ghz", self.cpu_ghz, low=0.1, high=10.0)
+        if self.idle_wakeup_s is not None:
+            check_number("idle_wakeup_s", self.idle_wakeup_s, low=0.0, high=0.1)
         if not isinstance(self.testbed, bool):
             raise ConfigError("testbed", self.testbed, "true or false")
         if self.testbed and self.hosts > TESTBED_MAX_HOSTS:

@@ -65,3 +65,20 @@ def test_testbed_streams_all_go_from_host0_to_host1() -> None:
     assert {spec.slots(i) for i in range(4)} == {(0, 0, 1, 0)}
     same = run_spec({**RR, "path": "bridge", "streams": 3})
     assert {same.slots(i) for i in range(3)} == {(0, 0, 0, 1)}
+
+
+def test_idle_wakeup_is_a_hardware_parameter_of_the_cluster() -> None:
+    """--idle-wakeup-us: the same profile, the wake-up of the simulated machine's cores."""
+    base = {"mode": "host", "workload": "udp_rr", "duration_s": 0.01, "warmup_s": 0.002}
+    lat, woken = {}, {}
+    for w in (0.0, 20e-6):
+        r = run(RunSpec(**base, cluster=ClusterSpec(hosts=2, cores=2, idle_wakeup_s=w)))  # type: ignore[arg-type]
+        lat[w] = r.summary()["latency_p50_us"]
+        woken[w] = r.cores["wakeups"].sum() / r.flows["transactions"].sum()
+    # a round trip wakes an idle core at each hand-off to another core (the NIC's RSS core,
+    # the application's core when RSS picked another), and each costs exactly the wake-up
+    assert woken[0.0] == pytest.approx(woken[20e-6], abs=0.05)
+    assert round(woken[20e-6]) >= 2
+    assert lat[20e-6] == pytest.approx(lat[0.0] + round(woken[20e-6]) * 20, rel=1e-6)
+    with pytest.raises(ConfigError, match="^idle_wakeup_s: got -1"):
+        ClusterSpec(idle_wakeup_s=-1)
