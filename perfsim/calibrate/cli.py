@@ -57,12 +57,17 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
 
 def _measure(quick: bool, paths: str | None, duration: float | None, repeats: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
     from perfsim.calibrate import measure as m
-    from perfsim.calibrate.testbed import can_create_namespaces
+    from perfsim.calibrate.testbed import can_create_namespaces, cleanup_stale, missing_tools
 
     ok, why = can_create_namespaces()
-    if not ok:
+    missing = missing_tools(("iperf3", "sockperf", "gcc")) if ok else []
+    if not ok or missing:
+        why = why if not ok else f"missing tools: {', '.join(missing)} (make kernel-tools installs them)"
         print(f"perfsim: cannot build the testbed here: {why}", file=sys.stderr)
         raise SystemExit(EXIT_NO_NAMESPACES)
+    removed = cleanup_stale()
+    if removed:
+        print(f"perfsim: removed {len(removed)} namespaces left by an interrupted run", file=sys.stderr)
     plan = m.quick_plan() if quick else m.full_plan()
     if paths:
         wanted = [p.strip() for p in paths.split(",") if p.strip()]
