@@ -43,17 +43,25 @@ def compare_measured(
     rows["within_target"] = rows["error_pct"].abs() <= rows["target_pct"]
     if "training" not in rows.columns:
         rows["training"] = False
-    cols = ["config_id", *CONFIG_COLUMNS, "metric", "training", "measured", "simulated", "error_pct", "target_pct", "within_target"]
+    lo = rows["value_min"] if "value_min" in rows.columns else rows["measured"]
+    hi = rows["value_max"] if "value_max" in rows.columns else rows["measured"]
+    rows["spread_pct"] = (hi - lo) / rows["measured"] * 100.0
+    rows["within_repeats"] = (rows["simulated"] >= lo) & (rows["simulated"] <= hi)
+    cols = ["config_id", *CONFIG_COLUMNS, "metric", "training", "measured", "simulated", "error_pct", "target_pct",
+            "within_target", "spread_pct", "within_repeats"]
     return rows[cols].reset_index(drop=True)
 
 
 def accuracy_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per metric and split (training / held-out): count, mean and max |error| %, share within target."""
+    """Per metric and split (training / held-out): count, mean and max |error| %, share within
+    target, and — how repeatable the measurement itself is — the median spread of its repeats
+    ((max - min) / median, %) and the share of simulated values inside that min..max range."""
     t = table.assign(abs_err=table["error_pct"].abs(), split=np.where(table["training"], "training", "held-out"))
     g = t.groupby(["split", "metric"])
     return pd.DataFrame({
         "configs": g.size(), "mean_abs_error_pct": g["abs_err"].mean(), "max_abs_error_pct": g["abs_err"].max(),
         "within_target": g["within_target"].mean(), "target_pct": g["target_pct"].first(),
+        "repeat_spread_pct": g["spread_pct"].median(), "within_repeats": g["within_repeats"].mean(),
     }).reset_index()
 
 
@@ -61,13 +69,15 @@ def format_table(table: pd.DataFrame) -> str:
     """Measured vs simulated side by side, in engineering units."""
     unit = {"throughput_bps": (1e-9, "Gbit/s"), "packet_rate_pps": (1e-3, "kpps"), "transaction_rate": (1e-3, "k/s"),
             "connection_rate": (1e-3, "k/s"), "latency_s": (1e6, "us"), "latency_p99_s": (1e6, "us")}
-    lines = [f"{'configuration':42s} {'metric':17s} {'split':8s} {'measured':>10s} {'simulated':>10s} {'unit':7s} {'error':>8s}"]
+    lines = [f"{'configuration':42s} {'metric':17s} {'split':8s} {'measured':>10s} {'simulated':>10s} {'unit':7s} "
+             f"{'error':>8s} {'spread':>7s}"]
     for r in table.itertuples():
         f, u = unit[str(r.metric)]
         mark = "" if r.within_target else "  !"
         measured, simulated, err = float(r.measured) * f, float(r.simulated) * f, float(r.error_pct)  # type: ignore[arg-type]
+        spread = float(r.spread_pct)  # type: ignore[arg-type]
         lines.append(f"{r.config_id:42s} {r.metric:17s} {'train' if r.training else 'held':8s} "
-                     f"{measured:10.3g} {simulated:10.3g} {u:7s} {err:+7.1f}%{mark}")
+                     f"{measured:10.3g} {simulated:10.3g} {u:7s} {err:+7.1f}% {spread:6.0f}%{mark}")
     return "\n".join(lines)
 
 
@@ -131,6 +141,7 @@ def medians(raw: pd.DataFrame, training: Any = None) -> pd.DataFrame:
 
         raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value']}")
     g = raw.groupby([*CONFIG_COLUMNS, "metric"], sort=False)["value"]
-    out = g.median().rename("value").to_frame().join(g.size().rename("repeats")).reset_index()
+    out = (g.median().rename("value").to_frame().join(g.size().rename("repeats"))
+           .join(g.min().rename("value_min")).join(g.max().rename("value_max")).reset_index())
     out["training"] = [bool(rule(r)) for r in records(out)]
     return out

@@ -35,6 +35,8 @@ def test_validate_prints_measured_vs_simulated_and_writes_csv_and_png(tmp_path: 
     assert set(table["metric"]) == {"transaction_rate", "latency_s", "throughput_bps"}
     rr = table[table["metric"] == "transaction_rate"].iloc[0]
     assert rr["measured"] == 40000.0  # the median of the repeats
+    assert rr["spread_pct"] == pytest.approx(5.0)  # (41000 - 39000) / 40000
+    assert bool(rr["within_repeats"]) == (39000.0 <= rr["simulated"] <= 41000.0)
     assert bool(rr["training"]) is True and not table[table["cores"] == 2]["training"].any()
     assert rr["error_pct"] == pytest.approx((rr["simulated"] / 40000.0 - 1) * 100)
     assert (out / "validate.png").stat().st_size > 10_000
