@@ -68,3 +68,18 @@ def test_bad_calibrate_and_validate_options_are_one_line_errors(tmp_path: Path, 
     bad.write_text("path,metric\nhost,throughput_bps\n")
     assert main(["validate", "--profile", "prior", "--raw", str(bad)]) == 2
     assert "measurements: got 'missing column workload'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_validate_against_a_fresh_real_kernel_measurement(kernel: None, tmp_path: Path) -> None:
+    """``perfsim validate --measure --quick``: measure the host, bridge and overlay paths on this
+    machine now, simulate them, compare; nothing is left behind."""
+    from perfsim.calibrate.testbed import leftovers
+
+    out = tmp_path / "v"
+    assert main(["validate", "--measure", "--quick", "--out", str(out), "--workers", "1"]) == 0
+    table = pd.read_csv(out / "validate.csv")
+    assert set(table["path"]) == {"host", "bridge", "overlay"}
+    assert set(table["metric"]) >= {"throughput_bps", "transaction_rate", "connection_rate", "latency_s"}
+    assert (table["measured"] > 0).all() and (table["simulated"] > 0).all()
+    assert leftovers() == []

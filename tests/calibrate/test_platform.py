@@ -82,3 +82,25 @@ def test_idle_wakeup_is_a_hardware_parameter_of_the_cluster() -> None:
     assert lat[20e-6] == pytest.approx(lat[0.0] + round(woken[20e-6]) * 20, rel=1e-6)
     with pytest.raises(ConfigError, match="^idle_wakeup_s: got -1"):
         ClusterSpec(idle_wakeup_s=-1)
+
+
+def test_compare_and_run_simulate_the_testbed_from_the_command_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import pandas as pd
+
+    from perfsim.calibrate.configs import run_spec
+    from perfsim.cli import main
+
+    argv = ["compare", "--testbed", "--cores", "1", "--modes", "overlay", "--placement", "cross-host",
+            "--workload", "udp_rr", "--message-size", "64", "--streams", "1", "--format", "csv", "--out", str(tmp_path / "c")]
+    assert main(argv) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table[["mode", "workload", "cores", "testbed"]].values.tolist() == [["overlay", "udp_rr", 1, True]]
+    # the same configuration as the calibration harness simulates it
+    want = run(run_spec({"path": "overlay", "workload": "udp_rr", "streams": 1, "message_bytes": 64,
+                         "offloads": True, "cores": 1}, duration_s=0.02, warmup_s=0.004)).summary()
+    assert table["transactions_per_s"].iloc[0] == pytest.approx(want["transactions_per_s"], rel=0.02)
+    assert main(["run", "examples/minimal.yaml", "--testbed", "--out", str(tmp_path / "r")]) == 0
+    assert main(["compare", "--testbed", "--hosts", "3"]) == 2
+    assert "hosts: got 3; allowed: <= 2 on the testbed" in capsys.readouterr().err
