@@ -156,7 +156,11 @@ def calibrate_main(args: argparse.Namespace) -> int:
     header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
               f"# Raw measurements: {raw_out.name} (one row per repeat). Provenance, residuals below.\n")
     text = header + yaml.safe_dump(data, sort_keys=False, width=120)
-    write_atomic(out, lambda p: None if p.write_text(text) else None)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    write_atomic(out, write)
     print(result.residuals.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(f"profile: {out}  raw measurements: {raw_out}", file=sys.stderr)
     val = compare_measured(table, str(out), workers=args.workers, progress=True)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from perfsim.errors import ConfigError
 from perfsim.experiment.config import WORKLOADS, RunSpec
@@ -66,6 +67,42 @@ request/response (a fifth of it warm-up)."""
 STREAM_DURATION_S = 0.15
 STREAM_NO_OFFLOAD_DURATION_S = 0.4
 RR_DURATION_S = 0.05
+
+
+def check_measurements(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Validate measurements read from a file or built by hand: the configuration columns,
+    ``metric``, ``value`` (and ``extra``) present, every cell of the right kind.  Returns a
+    copy with proper types; the first bad cell is a ConfigError naming its row and column."""
+    need = [*CONFIG_COLUMNS, "metric", "value", *extra]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {', '.join(need)}")
+    if df.empty:
+        raise ConfigError("measurements", "no rows", "at least one measurement")
+    out = df.copy()
+    for col, low in (("streams", 1), ("message_bytes", 1), ("cores", 1), ("value", 0)):
+        num = pd.to_numeric(out[col], errors="coerce")
+        bad = ~np.isfinite(num) | (num < low) | ((num != num.round()) if col != "value" else False)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            kind = "a finite number >= 0" if col == "value" else f"an integer >= {low}"
+            raise ConfigError(f"measurements row {i + 1}.{col}", df[col].iloc[i], kind)
+        out[col] = num if col == "value" else num.astype(int)
+    for col, allowed in (("path", PATHS), ("workload", WORKLOADS)):
+        bad = ~out[col].isin(list(allowed))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ConfigError(f"measurements row {i + 1}.{col}", df[col].iloc[i], f"one of {', '.join(allowed)}")
+    flags = out["offloads"].map(lambda v: _bool(v) if str(v).strip().lower() in _BOOL_TEXT else None)
+    if flags.isna().any():
+        i = int(np.flatnonzero(flags.isna().to_numpy())[0])
+        raise ConfigError(f"measurements row {i + 1}.offloads", df["offloads"].iloc[i], "true or false")
+    out["offloads"] = flags.astype(bool)
+    out["metric"] = out["metric"].astype(str)
+    return out
+
+
+_BOOL_TEXT = ("true", "false", "1", "0", "on", "off", "yes", "no", "1.0", "0.0")
 
 
 def config_id(row: Mapping[str, Any]) -> str:

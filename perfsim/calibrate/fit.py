@@ -61,7 +61,7 @@ import yaml
 from scipy.optimize import lsq_linear
 
 from perfsim.calibrate.configs import (
-    CONFIG_COLUMNS,
+    check_measurements,
     DEFAULT_DURATION_S,
     FIT_METRIC,
     config_id,
@@ -96,7 +96,6 @@ class Simulated:
 
     config_id: str
     metrics: dict[str, float]
-    util: float
     x: dict[Param, float] = field(default_factory=dict)
 
 
@@ -137,7 +136,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
     wake_s = load_profile(profile_path).cost("idle_wakeup").per_packet_s
     x: dict[Param, float] = {}
     if units <= 0 or window <= 0 or result.stage_cores is None or cores.empty:
-        return Simulated(config_id(row), simulated_metrics(result), 0.0, x)
+        return Simulated(config_id(row), simulated_metrics(result), x)
     if stream:
         busy = [float(b) for b in cores["busy_s"]]
         i_top = max(range(len(busy)), key=busy.__getitem__)
@@ -151,7 +150,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
             x[("idle_wakeup", "per_packet_s")] = wakeups / units
     util = explained / window
     if util <= 0:
-        return Simulated(config_id(row), simulated_metrics(result), 0.0, {})
+        return Simulated(config_id(row), simulated_metrics(result))
     sc = result.stage_cores
     totals: dict[str, tuple[float, float]] = {}
     for stage, skbs, nbytes in zip(sc["stage"], sc["skbs"], sc["bytes"], strict=True):
@@ -169,7 +168,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
             if here and total:
                 key = (str(stage), kind)
                 x[key] = x.get(key, 0.0) + in_window[stage][i] * here / total / units
-    return Simulated(config_id(row), simulated_metrics(result), util, {k: v / util for k, v in x.items()})
+    return Simulated(config_id(row), simulated_metrics(result), {k: v / util for k, v in x.items()})
 
 
 def _simulate_task(args: tuple[dict[str, Any], str, float | None]) -> Simulated:
@@ -186,6 +185,8 @@ def simulate_many(
     """Simulate every configuration (in ``workers`` processes), in order, with a progress bar
     on stderr when ``desc`` is given."""
     tasks = [(dict(r), profile_path, duration_s) for r in rows]
+    if workers is not None:
+        check_number("workers", workers, low=1, high=1024, integer=True)
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     bar = None
     if desc is not None:
@@ -295,9 +296,7 @@ def fit(
     """
     check_number("iterations", iterations, low=1, high=50, integer=True)
     check_number("lambda", lam, low=0, high=1e6)
-    missing = [c for c in [*CONFIG_COLUMNS, "metric", "value", "training"] if c not in measured.columns]
-    if missing:
-        raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value', 'training']}")
+    measured = check_measurements(measured, ("training",))
     train = measured[measured["training"].astype(bool)]
     train = train[train["metric"] == train["workload"].map(FIT_METRIC)]
     train = train[np.isfinite(train["value"].astype(float)) & (train["value"].astype(float) > 0)]

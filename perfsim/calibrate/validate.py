@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfsim.calibrate.configs import CONFIG_COLUMNS, DEFAULT_DURATION_S, config_id
+from perfsim.calibrate.configs import CONFIG_COLUMNS, DEFAULT_DURATION_S, check_measurements, config_id, default_training
 from perfsim.calibrate.fit import records, simulate_many
+from perfsim.errors import ConfigError
 
 TARGET_PCT = {"throughput_bps": 10.0, "packet_rate_pps": 10.0, "transaction_rate": 10.0,
               "connection_rate": 10.0, "latency_s": 20.0, "latency_p99_s": 20.0}
@@ -31,6 +32,8 @@ def compare_measured(
     """One row per (configuration, metric) of ``measured`` (medians; a ``training`` column
     marks what the fit saw): measured, simulated with ``profile``, error in %, within target."""
     rows = measured[measured["metric"].isin(REPORTED_METRICS)].copy()
+    if rows.empty:
+        raise ConfigError("measurements", "no metric perfsim simulates", f"rows of metric {', '.join(REPORTED_METRICS)}")
     rows["config_id"] = [config_id(r) for r in records(rows)]
     configs = rows.drop_duplicates("config_id")[CONFIG_COLUMNS + ["config_id"]]
     sims = simulate_many(records(configs[CONFIG_COLUMNS]), profile, duration_s, workers,
@@ -132,14 +135,8 @@ def plot(table: pd.DataFrame, path: str | Path, title: str = "perfsim validate")
 def medians(raw: pd.DataFrame, training: Any = None) -> pd.DataFrame:
     """Long raw measurements (one row per repeat) -> one median per (configuration, metric),
     with ``repeats`` and ``training`` (from ``training(row)``; default the default split)."""
-    from perfsim.calibrate.configs import default_training
-
     rule = training or default_training
-    missing = [c for c in [*CONFIG_COLUMNS, "metric", "value"] if c not in raw.columns]
-    if missing:
-        from perfsim.errors import ConfigError
-
-        raise ConfigError("measurements", f"missing column {missing[0]}", f"columns {CONFIG_COLUMNS + ['metric', 'value']}")
+    raw = check_measurements(raw)
     g = raw.groupby([*CONFIG_COLUMNS, "metric"], sort=False)["value"]
     out = (g.median().rename("value").to_frame().join(g.size().rename("repeats"))
            .join(g.min().rename("value_min")).join(g.max().rename("value_max")).reset_index())

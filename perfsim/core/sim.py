@@ -111,7 +111,7 @@ class Sim:
             fn(pkt)
             return now
         busy: float = core.busy_until_s
-        if busy > now - IDLE_EPSILON_S:
+        if busy > now - IDLE_EPSILON_S:  # Core.start's running case, inlined: the hot path
             finish = (busy if busy > now else now) + work  # noqa: PLR1730 - cheaper than max()
         else:
             finish = core.start(now) + work

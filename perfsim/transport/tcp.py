@@ -225,7 +225,6 @@ class TcpConnection(TcpSender, TcpReceiver):
             # earlier skb is still being processed in softirq, this one follows it: in order
             self.sim.settle(pkt)  # the softirq core did the work up to here
             pkt.core = self.app_core
-            self.backlogged += 1
             self._rx_stage.charge(pkt)
             self._backlog_until = self.sim.after_work(pkt, self.process)
             return

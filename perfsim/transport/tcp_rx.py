@@ -75,8 +75,6 @@ class TcpReceiver:
         """The owner has processed its socket backlog by then."""
         self._direct_until = 0.0
         """The softirq core has processed the last skb it took directly by then."""
-        self.backlogged = 0
-        """skbs that arrived while the application held the socket (processed by it)."""
 
     # -- application call -------------------------------------------------------------------
     def read(self, max_bytes: int) -> Generator[Any, Any, int]:

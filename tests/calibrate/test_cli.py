@@ -68,6 +68,17 @@ def test_bad_calibrate_and_validate_options_are_one_line_errors(tmp_path: Path, 
     bad.write_text("path,metric\nhost,throughput_bps\n")
     assert main(["validate", "--profile", "prior", "--raw", str(bad)]) == 2
     assert "measurements: got 'missing column workload'" in capsys.readouterr().err
+    header = "path,workload,streams,message_bytes,offloads,cores,metric,repeat,value\n"
+    for row, says in (("host,udp_rr,1,64,True,1,transaction_rate,0,abc", "measurements row 1.value: got 'abc'"),
+                      ("host,udp_rr,x,64,True,1,transaction_rate,0,5", "measurements row 1.streams: got 'x'"),
+                      ("moon,udp_rr,1,64,True,1,transaction_rate,0,5", "measurements row 1.path: got 'moon'"),
+                      ("host,udp_rr,1,64,maybe,1,transaction_rate,0,5", "measurements row 1.offloads: got 'maybe'"),
+                      ("host,udp_rr,1,64,True,1,bogus,0,5", "measurements: got 'no metric perfsim simulates'")):
+        bad.write_text(header + row + "\n")
+        assert main(["validate", "--profile", "prior", "--raw", str(bad)]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["validate", "--profile", "prior", "--raw", str(_raw(tmp_path / "w.csv")), "--workers", "0"]) == 2
+    assert "workers: got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ def test_fit_refuses_bad_measurements() -> None:
            "metric": "transaction_rate", "value": 1e4, "training": True}
     with pytest.raises(ConfigError, match="^training: got 'no usable observations'"):
         fit(pd.DataFrame([{**row, "value": 0.0}]), prior)
-    with pytest.raises(ConfigError, match="^path: got 'moon'"):
+    with pytest.raises(ConfigError, match="^measurements row 1.path: got 'moon'"):
         fit(pd.DataFrame([{**row, "path": "moon"}]), prior)
     with pytest.raises(ConfigError, match="^measurements: got 'missing column value'"):
         fit(pd.DataFrame([{k: v for k, v in row.items() if k != "value"}]), prior)

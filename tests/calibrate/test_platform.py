@@ -104,3 +104,4 @@ def test_compare_and_run_simulate_the_testbed_from_the_command_line(tmp_path, ca
     assert main(["run", "examples/minimal.yaml", "--testbed", "--out", str(tmp_path / "r")]) == 0
     assert main(["compare", "--testbed", "--hosts", "3"]) == 2
     assert "hosts: got 3; allowed: <= 2 on the testbed" in capsys.readouterr().err
+

@@ -117,6 +117,19 @@ def _ns_py(tb: Testbed, ns: str, code: str, timeout_s: float = 10) -> str:
     return tb.call(ns, [sys.executable, "-c", code], timeout_s=timeout_s).stdout.strip()
 
 
+def _source_seen_by_server(tb: Testbed, addr: str, port: int) -> str:
+    """Connect from the client namespace to ``addr:port``; return the source address the
+    server (listening on port 5301 in the server namespace) saw."""
+    srv = tb.start(tb.server_ns, [sys.executable, "-c", (
+        "import socket\n"
+        "s = socket.create_server(('0.0.0.0', 5301))\n"
+        "c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()\n")])
+    tb.wait_listening(tb.server_ns, "tcp", 5301, srv)
+    return _ns_py(tb, tb.client_ns, (
+        "import socket\n"
+        f"c = socket.create_connection(('{addr}', {port}), timeout=3); print(c.recv(100).decode())\n"))
+
+
 @pytest.mark.usefixtures("kernel")
 def test_quick_measurement_is_plausible_and_leaves_nothing() -> None:
     configs = [m.MeasureConfig(p, w) for p in ("host", "bridge", "overlay") for w in ("tcp_stream", "udp_rr")]
@@ -199,14 +212,7 @@ def test_nat_path_rules_and_published_port_reach_the_container() -> None:
         with pytest.raises(ConfigError):
             tb.port("tcp", 22)
         # a connection to 10.0.0.2:15301 reaches the container's port 5301, seen from 10.0.0.1
-        srv = tb.start(tb.server_ns, [sys.executable, "-c", (
-            "import socket\n"
-            "s = socket.create_server(('0.0.0.0', 5301))\n"
-            "c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()\n")])
-        tb.wait_listening(tb.server_ns, "tcp", 5301, srv)
-        seen = _ns_py(tb, tb.client_ns, (
-            "import socket\n"
-            "c = socket.create_connection(('10.0.0.2', 15301), timeout=3); print(c.recv(100).decode())\n"))
+        seen = _source_seen_by_server(tb, "10.0.0.2", 15301)
         assert seen == "10.0.0.1"  # MASQUERADE on h0, DNAT on h1
         for ns in (h0, h1):  # both hosts tracked the connection
             count = tb.call(ns, ["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout
@@ -230,14 +236,7 @@ def test_routed_path_routes_without_bridge_or_nat() -> None:
         rules = run(["ip", "netns", "exec", h0, "iptables-save"]).stdout
         assert "*filter" not in rules  # no FORWARD DROP: pod traffic is routed
         assert "MASQUERADE" in rules  # conntrack on, as on every host of the model
-        srv = tb.start(tb.server_ns, [sys.executable, "-c", (
-            "import socket\n"
-            "s = socket.create_server(('0.0.0.0', 5301))\n"
-            "c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()\n")])
-        tb.wait_listening(tb.server_ns, "tcp", 5301, srv)
-        seen = _ns_py(tb, tb.client_ns, (
-            "import socket\n"
-            "c = socket.create_connection(('10.2.1.2', 5301), timeout=3); print(c.recv(100).decode())\n"))
+        seen = _source_seen_by_server(tb, "10.2.1.2", 5301)
         assert seen == "10.2.0.2"  # no NAT on the way
         assert not any(ln.startswith("psim") for ln in run(["ip", "-o", "link"]).stdout.split())
 
