@@ -52,6 +52,14 @@ class TcpListener:
         ns.bind(PROTO_TCP, port, self)
 
     def deliver(self, pkt: Packet) -> None:
+        """Softirq: a segment of an accepted connection goes to that connection (its own
+        ``deliver``: ``tcp_rx``, and the socket backlog while its application holds it); the
+        rest (SYNs, handshake ACKs) to the listener."""
+        flow = pkt.flow
+        child = self.children.get((flow.src_ip, flow.sport))
+        if child is not None:
+            child.deliver(pkt)
+            return
         self._rx_stage.charge(pkt)
         self.sim.after_work(pkt, self._process)
 

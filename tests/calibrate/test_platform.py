@@ -105,3 +105,13 @@ def test_compare_and_run_simulate_the_testbed_from_the_command_line(tmp_path, ca
     assert main(["compare", "--testbed", "--hosts", "3"]) == 2
     assert "hosts: got 3; allowed: <= 2 on the testbed" in capsys.readouterr().err
 
+def test_skbs_arriving_while_the_reader_copies_are_processed_by_the_reader() -> None:
+    """TCP socket backlog: on two cores the veth softirq runs on the sender's core, except for
+    skbs that arrive while the receiving application holds its socket (its recvmsg copy):
+    those wait in the backlog and the reader processes them, on its own core."""
+    spec = run_spec({**RR, "workload": "tcp_stream", "message_bytes": 131072, "cores": 2}, duration_s=0.03)
+    sc = run(spec, count_by_core=True).stage_cores
+    assert sc is not None
+    rx = sc[(sc["stage"] == "tcp_rx") & (sc["host"] == "h1")].set_index("core")["skbs"]
+    assert rx.get("testbed/cpu0", 0) > 0  # most in softirq on the sender's core
+    assert rx.get("testbed/cpu1", 0) > 0  # some by the reader, from the backlog
