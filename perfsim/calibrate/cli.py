@@ -51,6 +51,9 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", action="store_true", help="measure the real kernel now instead of using stored data")
     p.add_argument("--quick", action="store_true", help="with --measure: the quick plan")
     p.add_argument("--held-out", action="store_true", help="show held-out configurations only")
+    p.add_argument("--testbed", action="store_true",
+                   help="simulate the calibration testbed (always so: measurements come from it; accepted as in "
+                        "compare and run)")
     p.add_argument("--out", default="results/validate", help="directory for validate.csv and validate.png")
     p.add_argument("--workers", type=int, default=None)
 

@@ -30,7 +30,7 @@ def _raw(path: Path) -> Path:
 def test_validate_prints_measured_vs_simulated_and_writes_csv_and_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = _raw(tmp_path / "raw.csv")
     out = tmp_path / "v"
-    assert main(["validate", "--profile", "prior", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 0
+    assert main(["validate", "--testbed", "--profile", "prior", "--raw", str(raw), "--out", str(out), "--workers", "1"]) == 0
     table = pd.read_csv(out / "validate.csv")
     assert set(table["metric"]) == {"transaction_rate", "latency_s", "throughput_bps"}
     rr = table[table["metric"] == "transaction_rate"].iloc[0]
