@@ -13,6 +13,7 @@ from perfsim.errors import ConfigError, check_number
 from perfsim.topology.cluster import ClusterSpec
 from perfsim.units import VXLAN_OVERHEAD_BYTES
 
+ENGINES = ("des", "fluid", "auto")
 WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
 
 DEFAULT_MESSAGE_BYTES = {
@@ -41,6 +42,9 @@ class RunSpec:
     profile: str = "default"
     mode_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the mode's builder (e.g. ``{"learning": True}`` for overlay)."""
+    engine: str = "des"
+    """``des`` (packet level), ``fluid`` (flow level, :mod:`perfsim.fluid`) or ``auto``
+    (:func:`perfsim.fluid.choose_engine`: DES up to a stated size, fluid beyond)."""
 
     def __post_init__(self) -> None:
         from perfsim.topology.modes import MODES, PLACEMENTS
@@ -49,6 +53,8 @@ class RunSpec:
             raise ConfigError("mode", self.mode, f"one of {', '.join(MODES)}")
         if self.workload not in WORKLOADS:
             raise ConfigError("workload", self.workload, f"one of {', '.join(WORKLOADS)}")
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", self.engine, f"one of {', '.join(ENGINES)}")
         if self.placement not in PLACEMENTS:
             raise ConfigError("placement", self.placement, f"one of {', '.join(PLACEMENTS)}")
         if not isinstance(self.mode_options, dict):
@@ -105,6 +111,15 @@ class RunSpec:
             return h, c, (h + 1) % n, c
         c = (2 * (i // n)) % m
         return h, c, h, (c + 1) % m
+
+    @property
+    def resolved_engine(self) -> str:
+        """``des`` or ``fluid``: ``auto`` resolved by the size of the run."""
+        if self.engine != "auto":
+            return self.engine
+        from perfsim.fluid import choose_engine
+
+        return choose_engine(self.streams, self.cluster.hosts * self.containers_per_host)
 
     @property
     def message_bytes(self) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from perfsim.core.rng import RngStreams
+from perfsim.errors import ConfigError
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.simulate import Experiment, FlowPlan, simulate
 
@@ -50,6 +51,10 @@ class Result:
     """False when some flow had delivered nothing when the warm-up limit ran out."""
     stage_cores: pd.DataFrame | None = None
     """With ``run(spec, count_by_core=True)``: units and bytes per (host, stage, core)."""
+    engine: str = "des"
+    """The engine that produced the result: ``des`` or ``fluid``."""
+    latency_quantiles_s: tuple[float, float] | None = None
+    """Fluid engine: (p50, p99) latency over flows (it has per-flow estimates, not samples)."""
 
     def summary(self) -> dict[str, Any]:
         """One row in :data:`SUMMARY_COLUMNS` (plus a few extras) for ``perfsim compare``."""
@@ -58,6 +63,8 @@ class Result:
         total_bytes = float(self.flows["bytes"].sum())
         cpu_s = float(self.cores["busy_s"].sum())
         lat = self.latencies_s
+        p50, p99 = self.latency_quantiles_s or (
+            (float(np.percentile(lat, 50)), float(np.percentile(lat, 99))) if lat.size else (float("nan"),) * 2)
         return {
             "mode": spec.mode,
             "placement": spec.placement,
@@ -67,13 +74,14 @@ class Result:
             "throughput_gbps": total_bytes * 8 / dur / 1e9,
             "pps": float(self.flows["packets"].sum()) / dur,
             "transactions_per_s": float(self.flows["transactions"].sum()) / dur,
-            "latency_p50_us": float(np.percentile(lat, 50) * 1e6) if lat.size else float("nan"),
-            "latency_p99_us": float(np.percentile(lat, 99) * 1e6) if lat.size else float("nan"),
+            "latency_p50_us": p50 * 1e6,
+            "latency_p99_us": p99 * 1e6,
             "cpu_s_per_gb": cpu_s / (total_bytes / 1e9) if total_bytes > 0 else float("nan"),
             "drops": int(self.drops["window_count"].sum()) if len(self.drops) else 0,
             "retransmits": int(self.flows["retransmits"].sum()),
             "cpu_utilisation": cpu_s / dur / max(len(self.cores), 1),
             "measured_from_s": self.measured_from_s,
+            "engine": self.engine,
         }
 
 
@@ -91,8 +99,13 @@ def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
 
 
 def run(spec: RunSpec, count_by_core: bool = False) -> Result:
-    """Simulate ``spec`` and return its frames. Raises ConfigError on an impossible spec.
-    ``count_by_core`` also records which core did each stage's work (slower; for calibration)."""
+    """Simulate ``spec`` with its engine and return its frames. Raises ConfigError on an
+    impossible spec.  ``count_by_core`` (DES only) also records which core did each stage's
+    work (slower; for calibration)."""
+    if spec.resolved_engine == "fluid":
+        if count_by_core:
+            raise ConfigError("count_by_core", True, "False with the fluid engine (it counts no stages per core)")
+        return run_fluid(spec)
     out = simulate(Experiment(
         cluster=spec.cluster, mode=spec.mode, containers_per_host=spec.containers_per_host,
         flows=flow_plans(spec), duration_s=spec.duration_s, warmup_s=spec.warmup_s,
@@ -104,4 +117,24 @@ def run(spec: RunSpec, count_by_core: bool = False) -> Result:
         latencies_s=out.latencies_s.get(spec.workload, np.empty(0)), wall_s=out.wall_s,
         sim_events=out.sim_events, measured_from_s=out.measured_from_s, warm=out.warm,
         stage_cores=out.stage_cores,
+    )
+
+
+def run_fluid(spec: RunSpec) -> Result:
+    """``spec`` on the flow-level engine (:mod:`perfsim.fluid.engine`): frames of the same
+    shape as the DES's (per-flow rows, per-core busy time, per-link utilisation), no drops."""
+    from perfsim.fluid.engine import solve
+    from perfsim.fluid.flows import flows_of_spec
+
+    sol = solve(flows_of_spec(spec), cluster=spec.cluster, mode=spec.mode, mode_options=spec.mode_options,
+                profile=spec.profile, seed=spec.seed, duration_s=spec.duration_s, warmup_s=spec.warmup_s)
+    f = sol.flows
+    flows = f.assign(mode=spec.mode, client="h" + f["client_host"].astype(str) + "c" + f["client_container"].astype(str),
+                     server="h" + f["server_host"].astype(str) + "c" + f["server_container"].astype(str))
+    drops = pd.DataFrame(columns=["site", "reason", "count", "window_count"])
+    return Result(
+        spec=spec, flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links, drops=drops,
+        tables=sol.conntrack, accounting={}, latencies_s=np.empty(0), wall_s=sol.wall_s,
+        sim_events=0, engine="fluid",
+        latency_quantiles_s=(float(np.nanmedian(f["latency_p50_s"])), float(np.nanpercentile(f["latency_p99_s"], 99))),
     )

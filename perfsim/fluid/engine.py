@@ -1,0 +1,303 @@
+"""The flow-level (fluid) engine: the DES's topology and costs reduced to a capacity problem.
+
+Model
+-----
+1. Flows are grouped into classes (:class:`perfsim.fluid.probe.FlowClass`); one flow of each
+   class is run through the packet-level DES (:func:`perfsim.fluid.probe.probe_class`), which
+   yields its costs per unit of work by role (application cores, steered cores, NIC links,
+   conntrack entries) and its rate alone.
+2. Every flow's roles are mapped to *its* resources: its hosts' application cores
+   (:func:`perfsim.topology.cluster.app_core_index`), the core its 5-tuples hash to under each
+   host's RSS key (:mod:`perfsim.fluid.keys`, the same hash and keys as the DES), its hosts'
+   NIC transmit link and switch port.  This gives a sparse ``resources × flows`` demand matrix.
+3. Rates are the max-min fair share (:func:`perfsim.fluid.maxmin.maxmin_rates`) with each core
+   and link a capacity of 1 busy-second per second, each flow capped by its rate alone.
+   A host's conntrack table is a resource too: entries live ``tcp_time_wait_s`` after a
+   connection closes, so at most ``nf_conntrack_max / tcp_time_wait_s`` connections per
+   second can be tracked in steady state; beyond that the kernel drops new connections
+   ("nf_conntrack: table full, dropping packet").
+4. Request/response flows are closed loops: a flow's rate is ``1 / RTT`` where the RTT is the
+   lone flow's plus an M/M/1 wait ``d·u/(1-u)`` at each resource it uses (``d`` its demand per
+   transaction, ``u`` the utilisation), iterated to a fixed point.  Latency of every flow is
+   its lone-flow latency plus that wait (stream workloads: per segment).
+
+What it does not have: transients (warm-up, slow start, table fill-up over time: its results
+are the steady state), loss and retransmission (a UDP sender is assumed not to overrun its
+receiver), latency distributions (p99 is the lone flow's p99 plus the same wait).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import scipy.sparse as sp
+
+from perfsim.components.conntrack import ConntrackTimeouts
+from perfsim.core.rng import RngStreams
+from perfsim.errors import ConfigError
+from perfsim.fluid.flows import FlowSet
+from perfsim.fluid.keys import hash_keys, rss_cores
+from perfsim.fluid.maxmin import maxmin_rates
+from perfsim.fluid.probe import FlowClass, PathProbe, Role, probe_class
+from perfsim.topology.cluster import FABRIC_NET, ClusterSpec
+
+RR_ITERATIONS = 40
+MAX_UTILISATION = 0.99
+"""Utilisation at which the M/M/1 wait is evaluated at most (a saturated resource's wait is
+that of 99 %: the fluid model has no queue that grows without bound)."""
+
+
+@dataclass
+class FluidSolution:
+    """Per-flow rates and latencies, per-resource utilisation, and the probes behind them."""
+
+    flows: pd.DataFrame
+    cores: pd.DataFrame
+    links: pd.DataFrame
+    conntrack: pd.DataFrame
+    stages: pd.DataFrame
+    probes: list[PathProbe]
+    window_s: float
+    wall_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def solve(
+    flows: FlowSet,
+    *,
+    cluster: ClusterSpec,
+    mode: str,
+    mode_options: dict[str, Any] | None = None,
+    profile: str = "default",
+    seed: int = 0,
+    duration_s: float = 0.05,
+    warmup_s: float = 0.01,
+) -> FluidSolution:
+    """Steady-state rates of ``flows`` on ``cluster`` in ``mode`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    n = len(flows)
+    if n == 0:
+        raise ConfigError("flows", 0, "at least one flow")
+    mode_options = dict(mode_options or {})
+    relation = np.where(flows.client_host != flows.server_host, "cross-host",
+                        np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
+    keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
+                         "relation": relation, "rate_bps": flows.rate_bps})
+    codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
+    probes = [
+        probe_class(FlowClass(str(w), int(m), str(r), float(b)), cluster=cluster, mode=mode,
+                    mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s)
+        for (w, m, r, b) in uniques
+    ]
+    t_probe = time.perf_counter()
+    k = cluster.cores
+    pools = 1 if cluster.testbed else cluster.hosts
+    n_core_res = pools * k
+    has_links = not cluster.testbed and cluster.hosts > 1
+    n_link_res = 2 * cluster.hosts if has_links else 0
+    n_ct_res = cluster.hosts
+    n_res = n_core_res + n_link_res + n_ct_res
+    values = _symbol_values(flows, probes[0].addressing)
+    rss_keys = _rss_keys(cluster, seed)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    data: list[np.ndarray] = []
+    cap = np.empty(n)
+    unit_is_byte = np.empty(n, dtype=bool)
+    for ci, probe in enumerate(probes):
+        idx = np.flatnonzero(codes == ci)
+        cap[idx] = probe.rate_per_s
+        unit_is_byte[idx] = probe.unit == "byte"
+        sub = {s: v[idx] for s, v in values.items()}
+        for role, demand in probe.cores:
+            rows.append(_core_resource(role, flows, idx, sub, cluster, rss_keys))
+            cols.append(idx)
+            data.append(np.full(idx.size, demand))
+        for side, direction, demand in probe.links if has_links else ():
+            host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
+            rows.append(n_core_res + 2 * host + (0 if direction == "tx" else 1))
+            cols.append(idx)
+            data.append(np.full(idx.size, demand))
+        for side, entries in probe.conntrack:
+            host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
+            rows.append(n_core_res + n_link_res + host)
+            cols.append(idx)
+            data.append(np.full(idx.size, entries))
+    demand = sp.csr_matrix(
+        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n_res, n)
+    )
+    capacity = np.ones(n_res)
+    lifetime_s = ConntrackTimeouts().tcp_time_wait_s
+    capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / lifetime_s
+    t_build = time.perf_counter()
+    rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes)
+    t_solve = time.perf_counter()
+    util = np.asarray(demand @ rates).ravel()
+    window = duration_s - warmup_s
+    flow_frame = _flow_frame(flows, probes, codes, rates, wait, window)
+    sol = FluidSolution(
+        flows=flow_frame,
+        cores=_core_frame(util[:n_core_res], cluster, window),
+        links=_link_frame(util[n_core_res:n_core_res + n_link_res], cluster, window) if has_links else pd.DataFrame(
+            columns=["link", "packets", "bytes", "utilisation", "max_queue"]),
+        conntrack=_conntrack_frame(util[n_core_res + n_link_res:], cluster, lifetime_s),
+        stages=_stage_frame(probes, codes, rates, window),
+        probes=probes,
+        window_s=window,
+        wall_s=time.perf_counter() - t0,
+        timings={"probe_s": t_probe - t0, "build_s": t_build - t_probe, "solve_s": t_solve - t_build},
+    )
+    return sol
+
+
+def _conntrack_frame(entries_per_s: np.ndarray, cluster: ClusterSpec, lifetime_s: float) -> pd.DataFrame:
+    """Steady-state occupancy of each host's conntrack table: insert rate × entry lifetime."""
+    occupancy = entries_per_s * lifetime_s
+    return pd.DataFrame({
+        "host": [f"h{i}" for i in range(cluster.hosts)],
+        "entries_per_s": entries_per_s,
+        "occupancy": np.minimum(occupancy, cluster.nf_conntrack_max),
+        "limit": cluster.nf_conntrack_max,
+        "full": occupancy >= cluster.nf_conntrack_max * (1 - 1e-9),
+    })
+
+
+def _symbol_values(flows: FlowSet, addressing: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    ach, acc = flows.client_host.astype(np.uint64), flows.client_container.astype(np.uint64)
+    ash, asc = flows.server_host.astype(np.uint64), flows.server_container.astype(np.uint64)
+
+    def ip(h: np.ndarray, k: np.ndarray) -> np.ndarray:
+        base, per_host, per_container = addressing
+        return (np.int64(base) + np.int64(per_host) * h.astype(np.int64)
+                + np.int64(per_container) * k.astype(np.int64)).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+
+    return {
+        "cip": ip(ach, acc), "sip": ip(ash, asc),
+        "chip": ach + np.uint64(FABRIC_NET + 1), "ship": ash + np.uint64(FABRIC_NET + 1),
+        "cport": flows.client_port.astype(np.uint64), "sport": flows.server_port.astype(np.uint64),
+    }
+
+
+def _rss_keys(cluster: ClusterSpec, seed: int) -> np.ndarray:
+    """Each host's RSS key, drawn exactly as :func:`perfsim.topology.cluster.build_cluster`
+    and :class:`perfsim.components.host.Host` draw them."""
+    rng = RngStreams(seed)
+    if cluster.testbed:
+        return np.array([int(rng.stream("testbed.rss_key").integers(0, 1 << 32))], dtype=np.uint64)
+    return np.array([int(rng.stream(f"h{i}.rss_key").integers(0, 1 << 32)) for i in range(cluster.hosts)],
+                    dtype=np.uint64)
+
+
+def _core_resource(role: Role, flows: FlowSet, idx: np.ndarray, values: dict[str, np.ndarray],
+                   cluster: ClusterSpec, rss_keys: np.ndarray) -> np.ndarray:
+    k = cluster.cores
+    if role.pool == "shared":
+        pool = np.zeros(idx.size, dtype=np.int64)
+    else:
+        pool = (flows.client_host if role.pool == "client" else flows.server_host)[idx]
+    if role.kind == "app":
+        h = (flows.client_host if role.side == "client" else flows.server_host)[idx]
+        c = (flows.client_container if role.side == "client" else flows.server_container)[idx]
+        core = (h + c) % k if cluster.testbed else c % k
+    elif role.kind == "steer":
+        assert role.template is not None
+        hashes = hash_keys(*role.template.instantiate(values, idx.size))
+        core = rss_cores(hashes, rss_keys[pool], k)
+    else:
+        core = np.full(idx.size, role.index % k)
+    return pool * k + core
+
+
+def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, unit_is_byte: np.ndarray,
+                 probes: Sequence[PathProbe], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max-min rates; request/response flows re-capped by ``1 / (RTT alone + wait)`` to a fixed
+    point.  Returns (rates, queueing wait per flow in seconds per unit of service)."""
+    csc = demand.tocsc()
+    rr = ~unit_is_byte
+    rates = maxmin_rates(demand, capacity, cap)
+    wait = np.zeros(len(cap))
+    if not rr.any():
+        return rates, _stream_wait(csc, demand, rates, capacity, probes, codes)
+    rtt0 = np.where(rr, 1.0 / cap, 0.0)
+    for _ in range(RR_ITERATIONS):
+        u = np.minimum(np.asarray(demand @ rates).ravel() / capacity, MAX_UTILISATION)
+        factor = u / (1.0 - u)
+        wait = np.asarray(csc.T @ factor).ravel()
+        new_cap = np.where(rr, 1.0 / (rtt0 + wait), cap)
+        new = maxmin_rates(demand, capacity, new_cap)
+        if np.allclose(new, rates, rtol=1e-4):
+            rates = new
+            break
+        rates = 0.5 * (rates + new)
+    return rates, wait
+
+
+def _stream_wait(csc: sp.csc_matrix, demand: sp.csr_matrix, rates: np.ndarray, capacity: np.ndarray,
+                 probes: Sequence[PathProbe], codes: np.ndarray) -> np.ndarray:
+    """M/M/1 wait of one segment (the probe's bytes per packet) at every resource a stream uses."""
+    u = np.minimum(np.asarray(demand @ rates).ravel() / capacity, MAX_UTILISATION)
+    factor = u / (1.0 - u)
+    per_byte = np.asarray(csc.T @ factor).ravel()
+    seg = np.array([1.0 / p.packets_per_unit if p.packets_per_unit > 0 else 0.0 for p in probes])[codes]
+    return per_byte * seg
+
+
+def _flow_frame(flows: FlowSet, probes: Sequence[PathProbe], codes: np.ndarray, rates: np.ndarray,
+                wait: np.ndarray, window: float) -> pd.DataFrame:
+    bpu = np.array([p.bytes_per_unit for p in probes])[codes]
+    ppu = np.array([p.packets_per_unit for p in probes])[codes]
+    is_byte = np.array([p.unit == "byte" for p in probes])[codes]
+    lat50 = np.array([p.latency_p50_s for p in probes])[codes] + wait
+    lat99 = np.array([p.latency_p99_s for p in probes])[codes] + wait
+    units = rates * window
+    return pd.DataFrame({
+        "flow": np.arange(len(flows)),
+        "group": flows.group,
+        "workload": flows.workload,
+        "client_host": flows.client_host, "client_container": flows.client_container,
+        "server_host": flows.server_host, "server_container": flows.server_container,
+        "bytes": units * bpu,
+        "throughput_bps": rates * bpu * 8.0,
+        "packets": units * ppu,
+        "transactions": np.where(is_byte, 0.0, units),
+        "transactions_per_s": np.where(is_byte, 0.0, rates),
+        "latency_p50_s": lat50,
+        "latency_p99_s": lat99,
+        "retransmits": 0,
+    })
+
+
+def _core_frame(util: np.ndarray, cluster: ClusterSpec, window: float) -> pd.DataFrame:
+    k = cluster.cores
+    pools = 1 if cluster.testbed else cluster.hosts
+    u = np.minimum(util, 1.0)
+    return pd.DataFrame({
+        "host": np.repeat(["testbed"] if cluster.testbed else [f"h{i}" for i in range(pools)], k),
+        "core": np.tile(np.arange(k), pools),
+        "busy_s": u * window,
+        "utilisation": u,
+        "wakeups": 0,
+    })
+
+
+def _link_frame(util: np.ndarray, cluster: ClusterSpec, window: float) -> pd.DataFrame:
+    names = [f"h{i}/eth0.tx" if d == 0 else f"switch.port{i}" for i in range(cluster.hosts) for d in (0, 1)]
+    u = np.minimum(util, 1.0)
+    return pd.DataFrame({"link": names, "packets": np.nan, "bytes": u * window * cluster.nic_rate_bps / 8,
+                         "utilisation": u, "max_queue": np.nan})
+
+
+def _stage_frame(probes: Sequence[PathProbe], codes: np.ndarray, rates: np.ndarray, window: float) -> pd.DataFrame:
+    per_class = np.bincount(codes, weights=rates, minlength=len(probes)) * window
+    rows = []
+    for probe, units in zip(probes, per_class, strict=True):
+        for stage, cpu in probe.stages.items():
+            rows.append({"host": "all", "stage": stage, "cpu_s": cpu * units, "skbs": np.nan, "bytes": np.nan})
+    frame = pd.DataFrame(rows, columns=["host", "stage", "cpu_s", "skbs", "bytes"])
+    return frame.groupby(["host", "stage"], as_index=False).sum(min_count=1) if len(frame) else frame

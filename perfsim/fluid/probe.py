@@ -1,0 +1,311 @@
+"""What one flow costs, learned from the packet-level model itself.
+
+The fluid engine does not restate the datapath: for each *class* of flows (workload, message
+size, whether client and server share a host or a container, offered rate) it runs **one** flow
+of that class through the DES — the same mode builder, cluster hardware, cost profile, seed and
+run length as the scenario — and reads off, over the measurement window:
+
+* the CPU time each core spent per unit of the flow's work (per payload byte delivered for the
+  stream workloads, per transaction for request/response and connect/request/response), by
+  *role*: the client's application core, the server's application core, a core chosen by
+  receive steering (RSS at a NIC, RPS at a veth) for a given 5-tuple, or a fixed core;
+* the transmission time of each NIC link (host transmit, switch port towards a host) per unit;
+* conntrack entries the flow creates per unit on each host (connection workloads);
+* the flow's own rate alone (its cap: window, pacing, the gaps of a request/response loop) and
+  its latency.
+
+To tell the roles apart the probe cluster has :data:`PROBE_CORES` cores per host and every
+distinct steered 5-tuple is given its own core (the probe's RSS is replaced by a recorder);
+the engine then maps each role to the real core of each real flow (:mod:`perfsim.fluid.keys`).
+Costs per unit are assumed not to change when roles share a core or when flows share one
+(GSO/GRO batch sizes, ACK ratios are those of the lone flow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from perfsim.components.link import Link
+from perfsim.components.nic import Nic
+from perfsim.core.packet import PROTO_TCP, PROTO_UDP, FlowKey
+from perfsim.core.profile import load_profile
+from perfsim.core.sim import Sim
+from perfsim.errors import ConfigError
+from perfsim.fluid.keys import KeyTemplate, learn_template
+from perfsim.topology.cluster import ClusterSpec, app_core_index, build_cluster
+from perfsim.topology.modes import MODES
+from perfsim.transport.workloads import start_workload
+
+PROBE_CORES = 16
+"""Cores per probe host: two application cores plus one per steered 5-tuple."""
+FIRST_STEER_CORE = 4
+PROBE_SERVER_PORT = 5001
+PROBE_CLIENT_PORT = 32768
+STREAM_WORKLOADS = ("tcp_stream", "udp_stream")
+PACED_FRACTION = 0.97
+"""An unpaced UDP probe that lost datagrams is re-run paced at this fraction of its delivered
+rate, so the costs per byte are those of datagrams that arrive (the fluid engine assumes a
+sender that does not overrun its receiver)."""
+MAX_EXTRA_WARMUP_S = 1.0
+
+
+@dataclass(frozen=True)
+class FlowClass:
+    """Flows that cost the same: ``relation`` is ``cross-host``, ``same-host`` (two containers
+    of one host) or ``same-container`` (loopback)."""
+
+    workload: str
+    message_size: int
+    relation: str
+    rate_bps: float = 0.0
+
+
+@dataclass(frozen=True)
+class Role:
+    """Where some of a flow's work runs: ``pool`` is ``client``/``server`` (that side's host) or
+    ``shared`` (the testbed's one machine); ``kind`` is ``app`` (``side``'s application core),
+    ``steer`` (the core RSS/RPS picks for ``template``) or ``fixed`` (core ``index``)."""
+
+    pool: str
+    kind: str
+    side: str = ""
+    template: KeyTemplate | None = None
+    index: int = 0
+
+
+@dataclass
+class PathProbe:
+    """The per-unit costs of one flow class (see the module docstring)."""
+
+    cls: FlowClass
+    unit: str
+    """``byte`` (stream workloads) or ``transaction``."""
+    rate_per_s: float
+    """Units per second of the lone flow."""
+    cores: list[tuple[Role, float]] = field(default_factory=list)
+    """(role, CPU seconds per unit)."""
+    links: list[tuple[str, str, float]] = field(default_factory=list)
+    """(``client``/``server``, ``tx``/``rx``, link busy seconds per unit)."""
+    conntrack: list[tuple[str, float]] = field(default_factory=list)
+    """(``client``/``server``, conntrack entries inserted per unit) in the hosts' root namespaces."""
+    bytes_per_unit: float = 1.0
+    packets_per_unit: float = 0.0
+    latency_mean_s: float = float("nan")
+    latency_p50_s: float = float("nan")
+    latency_p99_s: float = float("nan")
+    stages: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per unit by stage (all hosts)."""
+    symbols: dict[str, int] = field(default_factory=dict)
+    """The probe flow's identifiers (for the key templates)."""
+    addressing: tuple[int, int, int] = (0, 0, 0)
+    """Container address = a + b × host + c × container (checked on the probe's 2 × 2 slots)."""
+    wall_s: float = 0.0
+
+
+def probe_class(
+    cls: FlowClass,
+    *,
+    cluster: ClusterSpec,
+    mode: str,
+    mode_options: dict[str, Any],
+    profile: str,
+    seed: int,
+    duration_s: float,
+    warmup_s: float,
+) -> PathProbe:
+    """Run one flow of ``cls`` through the DES and measure its per-unit costs."""
+    result = _run(cls, cluster, mode, mode_options, profile, seed, duration_s, warmup_s)
+    if cls.workload == "udp_stream" and cls.rate_bps == 0.0 and result.lost:
+        paced = replace(cls, rate_bps=result.probe.rate_per_s * 8 * PACED_FRACTION)
+        again = _run(paced, cluster, mode, mode_options, profile, seed, duration_s, warmup_s)
+        again.probe.cls = cls
+        again.probe.rate_per_s = result.probe.rate_per_s
+        again.probe.wall_s += result.probe.wall_s
+        return again.probe
+    return result.probe
+
+
+@dataclass
+class _Outcome:
+    probe: PathProbe
+    lost: bool
+
+
+def _slots(cls: FlowClass, cluster: ClusterSpec) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """(client slot, server slot, hosts) of the probe: distinct application cores everywhere."""
+    if cls.relation == "cross-host":
+        return (0, 0), (1, 1), 2
+    hosts = min(cluster.hosts, 2)
+    if cls.relation == "same-host":
+        return (0, 0), (0, 1), hosts
+    return (0, 0), (0, 0), hosts
+
+
+def _run(
+    cls: FlowClass, cluster: ClusterSpec, mode: str, mode_options: dict[str, Any], profile: str,
+    seed: int, duration_s: float, warmup_s: float,
+) -> _Outcome:
+    import time
+
+    from perfsim.experiment.simulate import cluster_profile
+
+    wall0 = time.perf_counter()
+    client, server, hosts = _slots(cls, cluster)
+    spec = replace(cluster, hosts=hosts, cores=PROBE_CORES)
+    sim = Sim(seed=seed, profile=cluster_profile(cluster, load_profile(profile)))
+    cl = build_cluster(sim, spec)
+    net = MODES[mode].build(cl, 2, **mode_options)
+    pools = _unique_pools(cl)
+    steered: dict[tuple[str, FlowKey], int] = {}
+    for pool in pools:
+        pool.rss = _recorder(pool, steered)  # type: ignore[method-assign]
+    proto = PROTO_TCP if cls.workload.startswith("tcp") else PROTO_UDP
+    connect_ip, connect_port = net.target(client, server, PROBE_SERVER_PORT, proto)
+    cep, sep = net.endpoint(*client), net.endpoint(*server)
+    flow = start_workload(
+        sim, cls.workload, cep, sep, cls.message_size, server_port=PROBE_SERVER_PORT,
+        client_port=PROBE_CLIENT_PORT, connect_ip=connect_ip, connect_port=connect_port,
+        rate_bps=cls.rate_bps, measure_from_s=0.0,
+    )
+    links = _links(cl, client[0], server[0])
+    cts = {side: cl.roots[h].nf.conntrack for side, h in (("client", client[0]), ("server", server[0]))
+           if cl.roots[h].nf is not None and cl.roots[h].nf.conntrack is not None}
+    if client[0] == server[0]:
+        cts.pop("server", None)
+
+    def snap() -> dict[str, Any]:
+        now = sim.now
+        return {
+            "cores": {(p.host, c.index): c.work_done(now) for p in pools for c in p.cores},
+            "links": {k: link.work_done(now) for k, link in links.items()},
+            "ct": {k: ct.inserted for k, ct in cts.items()},
+            "stages": {s: st.cpu_s for h in cl.hosts for s, st in h.stages.items()},
+            "dropped": sim.dropped,
+        }
+
+    t = warmup_s
+    sim.run(t)
+    tick = max(warmup_s / 4, 1e-3)
+    while not flow.stats.progressed and t < warmup_s + MAX_EXTRA_WARMUP_S:
+        t += tick
+        sim.run(t)
+    if not flow.stats.progressed:
+        raise ConfigError("mode", mode, f"a mode that carries a {cls.workload} flow ({cls.relation}): "
+                          "the fluid engine's probe flow delivered nothing")
+    flow.stats.restart(t)
+    before = snap()
+    window = duration_s - warmup_s
+    sim.run(t + window)
+    after = snap()
+    row = flow.summary(t + window)
+    unit = "byte" if cls.workload in STREAM_WORKLOADS else "transaction"
+    units = float(row["bytes"] if unit == "byte" else row["transactions"])
+    if units <= 0:
+        raise ConfigError("duration_s", duration_s, f"long enough for one {cls.workload} transaction of the "
+                          "fluid engine's probe flow in the measurement window")
+    probe = PathProbe(cls=cls, unit=unit, rate_per_s=units / window)
+    sides = {("h%d" % client[0]): "client", ("h%d" % server[0]): "server"} if client[0] != server[0] else {
+        f"h{client[0]}": "client"}
+    app = {("client", app_core_index(spec, *client)): "client", ("server", app_core_index(spec, *server)): "server"}
+    templates = _templates(steered, _symbols(cl, net, client, server, connect_port), proto)
+    for (pool_name, index), work in after["cores"].items():
+        spent = work - before["cores"][(pool_name, index)]
+        if spent <= 0:
+            continue
+        pool_role = "shared" if cluster.testbed else sides[pool_name]
+        role = _role(pool_role, pool_name, index, app, templates, client, server)
+        probe.cores.append((role, spent / units))
+    for (side, direction), busy in after["links"].items():
+        spent = busy - before["links"][(side, direction)]
+        if spent > 0:
+            probe.links.append((side, direction, spent / units))
+    for side, n in after["ct"].items():
+        created = n - before["ct"][side]
+        if created > 0:
+            probe.conntrack.append((side, created / units))
+    probe.stages = {s: (after["stages"][s] - before["stages"][s]) / units for s in after["stages"]
+                    if after["stages"][s] > before["stages"][s]}
+    probe.bytes_per_unit = 1.0 if unit == "byte" else float(row["bytes"]) / units
+    probe.packets_per_unit = float(row["packets"]) / units
+    probe.latency_mean_s = float(row["latency_mean_s"])
+    probe.latency_p50_s = float(row["latency_p50_s"])
+    probe.latency_p99_s = float(row["latency_p99_s"])
+    probe.symbols = _symbols(cl, net, client, server, connect_port)
+    probe.addressing = _addressing(net, mode)
+    probe.wall_s = time.perf_counter() - wall0
+    return _Outcome(probe, lost=after["dropped"] > before["dropped"])
+
+
+def _unique_pools(cl: Any) -> list[Any]:
+    seen: dict[int, Any] = {}
+    for h in cl.hosts:
+        seen.setdefault(id(h.cpus), h.cpus)
+    return list(seen.values())
+
+
+def _recorder(pool: Any, steered: dict[tuple[str, FlowKey], int]) -> Any:
+    """A replacement for ``pool.rss`` giving each distinct 5-tuple a core of its own."""
+    n = len(pool.cores)
+
+    def rss(key: FlowKey) -> Any:
+        idx = steered.get((pool.host, key))
+        if idx is None:
+            used = sum(1 for (p, _k) in steered if p == pool.host)
+            idx = FIRST_STEER_CORE + used
+            if idx >= n:
+                raise ConfigError("fluid probe", f"{used} steered 5-tuples on {pool.host}",
+                                  f"at most {n - FIRST_STEER_CORE} per host")
+            steered[(pool.host, key)] = idx
+        return pool.cores[idx]
+
+    return rss
+
+
+def _links(cl: Any, client_host: int, server_host: int) -> dict[tuple[str, str], Link]:
+    if cl.switch is None:
+        return {}
+    out: dict[tuple[str, str], Link] = {}
+    for side, h in (("client", client_host), ("server", server_host)):
+        nic = cl.nics[h]
+        if isinstance(nic, Nic):
+            out[(side, "tx")] = nic.tx_link
+            out[(side, "rx")] = cl.switch.links[h]
+    return out
+
+
+def _symbols(cl: Any, net: Any, client: tuple[int, int], server: tuple[int, int], connect_port: int) -> dict[str, int]:
+    return {
+        "cip": net.endpoint(*client).ip, "sip": net.endpoint(*server).ip,
+        "chip": cl.host_ip(client[0]), "ship": cl.host_ip(server[0]),
+        "cport": PROBE_CLIENT_PORT, "sport": connect_port,
+    }
+
+
+def _templates(steered: dict[tuple[str, FlowKey], int], symbols: dict[str, int], proto: int) -> dict[tuple[str, int], KeyTemplate]:
+    return {(pool, idx): learn_template(key, symbols, proto) for (pool, key), idx in steered.items()}
+
+
+def _role(pool_role: str, pool_name: str, index: int, app: dict[tuple[str, int], str],
+          templates: dict[tuple[str, int], KeyTemplate], client: tuple[int, int], server: tuple[int, int]) -> Role:
+    t = templates.get((pool_name, index))
+    if t is not None:
+        return Role(pool_role, "steer", template=t)
+    # the application cores: on a cluster the side's own host; on the testbed the shared pool
+    for side in ("client", "server"):
+        if (side, index) in app and (pool_role in ("shared", side) or client[0] == server[0]):
+            return Role(pool_role, "app", side=side)
+    return Role(pool_role, "fixed", index=index)
+
+
+def _addressing(net: Any, mode: str) -> tuple[int, int, int]:
+    """(a, b, c) with container address = a + b·host + c·container, from the probe's slots."""
+    eps = net.endpoints
+    a = eps[(0, 0)].ip
+    c = eps[(0, 1)].ip - a if (0, 1) in eps else 0
+    b = eps[(1, 0)].ip - a if (1, 0) in eps else 0
+    if (1, 1) in eps and eps[(1, 1)].ip != a + b + c:
+        raise ConfigError("engine", "fluid", f"a mode whose container addresses grow by a fixed step per host and "
+                          f"per container (mode {mode} does not; use --engine des)")
+    return int(a), int(b), int(c)
+
