@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_calibrate_arguments(sub.add_parser("calibrate", help="measure the real kernel here and fit a cost profile"))
     add_validate_arguments(sub.add_parser("validate", help="measured vs simulated, with the error in %%"))
+    from perfsim.sweep_cli import add_sweep_arguments
+
+    add_sweep_arguments(sub.add_parser("sweep", help="a grid of scenario parameters x seeds on Dask, resumable"))
     return p
 
 
@@ -99,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from perfsim.calibrate.cli import calibrate_main, validate_main
 
             return calibrate_main(args) if args.command == "calibrate" else validate_main(args)
+        if args.command == "sweep":
+            from perfsim.sweep_cli import sweep_main
+
+            return sweep_main(args)
     except PerfsimError as exc:
         if args.debug:
             raise
