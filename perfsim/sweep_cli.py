@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pandas as pd
@@ -51,10 +49,6 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="table", help="summary printed on stdout: table, csv or none")
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def sweep_main(args: argparse.Namespace) -> int:
     """``perfsim sweep``: returns the exit status (ConfigError propagates: exit 2)."""
     from perfsim.errors import ConfigError
@@ -66,18 +60,15 @@ def sweep_main(args: argparse.Namespace) -> int:
         raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
     spec = load_spec(args.spec)
     out_dir = Path(args.out) if args.out is not None else default_out_dir(spec)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         out = execute(spec, out_dir, workers=args.workers, scheduler=args.scheduler, restart=args.restart,
-                      retry_errors=args.retry_errors, progress=not args.no_progress)
+                      retry_errors=args.retry_errors, progress=not args.no_progress, handle_sigterm=True)
     except KeyboardInterrupt:
         status = PointStore(out_dir).status()
         stored = sum(1 for p in spec.points if p.point_id in status)
         sys.stderr.write(f"perfsim sweep: interrupted; {stored} of {len(spec.points)} points stored in "
                          f"{out_dir / 'points'} (run the same command to resume)\n")
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.format == "csv":
         sys.stdout.write(out.summary.to_csv(index=False))
     elif args.format == "table" and len(out.summary):

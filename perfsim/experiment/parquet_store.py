@@ -108,8 +108,4 @@ class PointStore:
         """The frames of ``point_ids`` (each the file that ran, else its error file), in order;
         points without a file are skipped."""
         status = self.status()
-        frames = []
-        for pid in point_ids:
-            if pid in status:
-                frames.append(pd.read_parquet(self.path(pid, not status[pid])))
-        return frames
+        return [pd.read_parquet(self.path(pid, not status[pid])) for pid in point_ids if pid in status]

@@ -31,12 +31,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -55,6 +59,8 @@ ROW_COLUMNS = ("workload", "type", "client", "server", "streams", "message_size"
 ID_COLUMNS = ("point_id", "config_id", "seed", "engine")
 CI_LEVEL = 0.95
 CONNECT_TIMEOUT_S = 10
+POLL_S = 0.05
+"""How often the client looks for finished points (and for a Ctrl-C)."""
 _INT_COLUMNS = ("streams", "message_size", "drops")
 
 
@@ -90,8 +96,8 @@ def _scenario_rows(mapping: dict[str, Any], seed: int) -> list[dict[str, Any]]:
 
     scenario = load_dict({**mapping, "seed": seed})
     out = simulate(check(scenario).experiment)
-    rows: list[dict[str, Any]] = summary_frame(scenario, out).rename(columns={"name": "workload"}).to_dict("records")
-    return [{k: r[k] for k in ROW_COLUMNS} for r in rows]
+    frame = summary_frame(scenario, out).rename(columns={"name": "workload"})
+    return [{k: r[k] for k in ROW_COLUMNS} for r in frame.to_dict("records")]
 
 
 def _run_rows(mapping: dict[str, Any], seed: int) -> list[dict[str, Any]]:
@@ -113,7 +119,7 @@ def run_task(params: dict[str, Any], seed: int, engine: str) -> tuple[list[dict[
     """The Dask task: ``(rows, None)``, or ``(None, message)`` when the point raised."""
     try:
         return run_point(params, seed, engine), None
-    except Exception as exc:  # a failing point is a result, not a crash of the sweep
+    except Exception as exc:  # noqa: BLE001 - a failing point is a result, not a crash of the sweep
         return None, error_message(exc)
 
 
@@ -217,6 +223,7 @@ def execute(
     restart: bool = False,
     retry_errors: bool = False,
     progress: bool = False,
+    handle_sigterm: bool = False,
 ) -> SweepOutput:
     """Run the points of ``spec`` not yet in ``out_dir`` and write results and summary.
 
@@ -224,7 +231,8 @@ def execute(
     one per point); ``0`` runs the points in this process, without Dask.  ``scheduler``: the
     address of an existing Dask scheduler (``tcp://HOST:PORT``) instead.  Raises ConfigError
     for bad options, before anything runs; KeyboardInterrupt propagates after the cluster is
-    closed (the points finished so far are stored)."""
+    closed (the points finished so far are stored); with ``handle_sigterm`` SIGTERM does the
+    same as Ctrl-C (the CLI's choice; a library leaves SIGTERM alone)."""
     t0 = time.perf_counter()
     check_engine(spec.engine)
     if scheduler is not None and workers is not None:
@@ -240,13 +248,18 @@ def execute(
         store.remove_temporary()
         if Path(spec.source).is_file():
             text = Path(spec.source).read_text(encoding="utf-8")
-            write_atomic(out / "spec.yaml", lambda p: p.write_text(text, encoding="utf-8"))
+            write_atomic(out / "spec.yaml", lambda p: _write_text(p, text))
         status = store.status()
         todo = [p for p in spec.points if p.point_id not in status or (retry_errors and not status[p.point_id])]
         skipped = len(spec.points) - len(todo)
         errors = 0 if retry_errors else sum(1 for p in spec.points if status.get(p.point_id) is False)
-        bar = _progress_bar(spec, skipped, errors) if progress else None
+        bar: Any = None
         counts = {"errors": errors, "ran": 0}
+
+        def ready() -> None:
+            nonlocal bar
+            if progress:
+                bar = _progress_bar(spec, skipped, errors)
 
         def done(point: Point, rows: list[dict[str, Any]] | None, error: str | None) -> None:
             store.write(point.point_id, point_frame(point, spec.engine, rows, error), error is not None)
@@ -257,11 +270,14 @@ def execute(
                 bar.update()
 
         try:
-            if todo and workers == 0:
-                for p in todo:
-                    done(p, *run_task(p.params, p.seed, spec.engine))
-            elif todo:
-                _run_on_dask(todo, spec.engine, workers, scheduler, done)
+            with Interrupts(sigterm=handle_sigterm) as guard:
+                if todo and workers == 0:
+                    ready()
+                    for p in todo:
+                        done(p, *run_task(p.params, p.seed, spec.engine))
+                elif todo:
+                    guard.defer = True
+                    _run_on_dask(todo, spec.engine, workers, scheduler, ready, done, guard)
         finally:
             if bar is not None:
                 bar.close()
@@ -280,6 +296,17 @@ def execute(
         store.unlock()
 
 
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _distributed() -> Any:
+    """The ``distributed`` package (imported when a sweep uses Dask; untyped, hence Any)."""
+    import distributed
+
+    return distributed
+
+
 def _progress_bar(spec: SweepSpec, done: int, errors: int) -> Any:
     from tqdm import tqdm
 
@@ -289,43 +316,97 @@ def _progress_bar(spec: SweepSpec, done: int, errors: int) -> Any:
     return bar
 
 
-def _run_on_dask(todo: list[Point], engine: str, workers: int | None, scheduler: str | None,
-                 done: Callable[[Point, list[dict[str, Any]] | None, str | None], None]) -> None:
+def _run_on_dask(todo: list[Point], engine: str, workers: int | None, scheduler: str | None, ready: Callable[[], None],
+                 done: Callable[[Point, list[dict[str, Any]] | None, str | None], None], guard: Interrupts) -> None:
     """Submit the points (a bounded window of them at a time, so a sweep of any size uses
-    little memory and an interruption cancels little), store each result as it arrives."""
-    from distributed import as_completed
-
-    with _dask_client(workers, scheduler, len(todo)) as client:
+    little memory and an interruption cancels little), store each result as it arrives.
+    ``ready()`` is called once the cluster is up, ``done(point, rows, error)`` per point."""
+    with _dask_client(workers, scheduler, len(todo), guard) as client:
+        ready()
         pending = iter(todo)
         in_flight: dict[Any, Point] = {}
+        queue = _distributed().as_completed()
 
-        def submit(n: int, into: Any = None) -> None:
+        def submit(n: int) -> None:
             for p in _take(pending, n):
                 fut = client.submit(run_task, p.params, p.seed, engine, key=f"perfsim-point-{p.point_id}",
                                     pure=False)
                 in_flight[fut] = p
-                if into is not None:
-                    into.add(fut)
+                queue.add(fut)
 
         window = _window(client)
         submit(window)
-        queue = as_completed(list(in_flight))
         checked = time.monotonic()
         try:
-            for fut in queue:
-                p = in_flight.pop(fut)
-                try:
-                    rows, error = fut.result()
-                except Exception as exc:  # the task never ran to its end: a killed worker, a lost connection
-                    rows, error = None, error_message(exc)
-                fut.release()
-                done(p, rows, error)
+            while in_flight:
+                guard.check()
+                batch = queue.next_batch(block=False)
+                if not batch:
+                    time.sleep(POLL_S)
+                    continue
+                for fut in batch:
+                    p = in_flight.pop(fut)
+                    try:
+                        rows, error = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - the task never ended: a killed worker, a lost connection
+                        rows, error = None, error_message(exc)
+                    fut.release()
+                    done(p, rows, error)
                 if time.monotonic() - checked > 5:  # workers may have joined the cluster
                     window, checked = _window(client), time.monotonic()
-                submit(window - len(in_flight), queue)
+                submit(window - len(in_flight))
         finally:
             if in_flight:
                 client.cancel(list(in_flight))
+
+
+class Interrupts:
+    """SIGINT (and, with ``sigterm``, SIGTERM) during a sweep: with ``defer``, the handler only
+    records the request and :meth:`check` raises KeyboardInterrupt at a safe point — raised
+    from the handler itself it could land in a garbage-collector callback of Dask's and be
+    swallowed; without ``defer`` (points running in this process) it raises at once.  Outside
+    the main thread nothing is installed."""
+
+    def __init__(self, sigterm: bool = False) -> None:
+        self.signals = [signal.SIGINT] + ([signal.SIGTERM] if sigterm else [])
+        self.defer = False
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.requested is None
+        self.requested = signum
+        if first and not self.defer:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def ignored_by_children(self) -> Iterator[None]:
+        """SIGINT ignored while worker processes are spawned, so that they inherit SIG_IGN: a
+        Ctrl-C in the terminal reaches the whole process group, and only this process must
+        act on it (it closes the cluster, which stops the workers)."""
+        if signal.SIGINT not in self._previous:
+            yield
+            return
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, self._handle)
 
 
 def _take(it: Iterator[Point], n: int) -> list[Point]:
@@ -340,14 +421,16 @@ def _take(it: Iterator[Point], n: int) -> list[Point]:
 
 def _window(client: Any) -> int:
     """Points kept in flight: two per worker thread (none idles between tasks), at least 16."""
-    return max(16, 2 * sum(client.nthreads().values()))
+    threads: int = sum(client.nthreads().values())
+    return max(16, 2 * threads)
 
 
-class _dask_client:  # noqa: N801 - used as a context manager, like a function
+class _dask_client:  # used as a context manager, like a function
     """A Dask client on an embedded LocalCluster or on an existing scheduler; closing it closes
     the embedded cluster (and its worker processes) too."""
 
-    def __init__(self, workers: int | None, scheduler: str | None, points: int) -> None:
+    def __init__(self, workers: int | None, scheduler: str | None, points: int, guard: Interrupts) -> None:
+        self.guard = guard
         self.workers = workers
         self.scheduler = scheduler
         self.points = points
@@ -355,18 +438,19 @@ class _dask_client:  # noqa: N801 - used as a context manager, like a function
         self.client: Any = None
 
     def __enter__(self) -> Any:
-        from distributed import Client, LocalCluster
-
+        dist = _distributed()
         try:
             if self.scheduler is not None:
                 self.client = _connect(self.scheduler)
             else:
                 n = self.workers if self.workers is not None else min(os.cpu_count() or 1, self.points)
-                self.cluster = LocalCluster(
-                    n_workers=max(n, 1), threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=None, silence_logs=logging.ERROR,
-                )
-                self.client = Client(self.cluster)
+                with self.guard.ignored_by_children():
+                    self.cluster = dist.LocalCluster(
+                        n_workers=max(n, 1), threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=None, silence_logs=logging.ERROR,
+                    )
+                self.guard.check()
+                self.client = dist.Client(self.cluster)
         except BaseException:
             self.__exit__()
             raise
@@ -381,20 +465,18 @@ class _dask_client:  # noqa: N801 - used as a context manager, like a function
 
 def _connect(address: str) -> Any:
     """A client of the scheduler at ``address``; checks that its workers can run perfsim."""
-    from distributed import Client
-
     import perfsim
 
     if not isinstance(address, str) or not address.strip():
         raise ConfigError("--scheduler", address, "a scheduler address such as tcp://HOST:8786")
     try:
-        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+        client = _distributed().Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError("--scheduler", address, f"the address of a running Dask scheduler, tcp://HOST:PORT "
                           f"(could not connect: {error_message(exc)})") from None
     try:
         versions = client.run(_worker_perfsim_version)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a worker raised, it cannot run perfsim
         client.close()
         raise ConfigError("--scheduler", address, "a cluster whose workers can import perfsim "
                           f"(install it on every worker: {error_message(exc)})") from None

@@ -219,9 +219,9 @@ def _scenario_resolved(data: dict[str, Any], base_dir: Path | None) -> dict[str,
 
 def _run_resolved(data: dict[str, Any]) -> dict[str, Any]:
     """A run mapping -> the complete mapping, validated by building its :class:`RunSpec`."""
-    for key in data:
+    for key, value in data.items():
         if key not in RUN_DEFAULTS:
-            raise ConfigError(f"base.{key}", data[key], f"one of the keys {', '.join(RUN_DEFAULTS)}")
+            raise ConfigError(f"base.{key}", value, f"one of the keys {', '.join(RUN_DEFAULTS)}")
     out = {**copy.deepcopy(RUN_DEFAULTS), **copy.deepcopy(data)}
     out.pop("seed", None)
     from perfsim.topology.modes import MODES
