@@ -32,16 +32,39 @@ Expiry and garbage collection
 An expired entry is invisible: a lookup that finds one removes it (lazy expiry, like
 ``nf_ct_gc_expired``).  A periodic gc pass (every ``gc_interval_s``, started on the first insert
 and stopped while the table is empty) pops a heap of ``(expiry, seq, entry)``; an entry whose
-expiry moved on since it was pushed is pushed again, so packets never touch the heap.  The gc
+expiry moved on since it was pushed is pushed again, so most packets never touch the heap.  A
+packet that moves the expiry *earlier* than the entry's heap time — a shorter timeout for the
+new state: ESTABLISHED (5 days) -> FIN_WAIT or TIME_WAIT (120 s), SYN_SENT -> a short
+configured TIME_WAIT — pushes it at the new time, so gc reaps every entry once it has
+expired, as the kernel's gc worker (which walks the whole table) does.  The gc
 pass appends ``(t, count)`` to :attr:`Conntrack.samples`.  :meth:`Conntrack.count` is what
 ``nf_conntrack_count`` says: entries in the table, expired ones not yet reaped included.
 
 Full table (``nf_conntrack_max``)
 ---------------------------------
-An insert into a full table first reaps expired entries, then *early-drops* a non-assured entry
-(Linux scans the new tuple's bucket; approximated by the oldest non-assured entry), else the
-packet is dropped (``conntrack_full``) and counted in ``insert_failed``.  Established flows keep
-working because their lookups still hit.
+An insert into a full table first reaps expired entries, then *early-drops* a non-assured entry,
+else the packet is dropped (``conntrack_full``, the kernel's "nf_conntrack: table full, dropping
+packet") and counted in ``insert_failed``.  Established flows keep working because their lookups
+still hit.  So at most ``nf_conntrack_max`` entries exist, and the first drop comes with the
+first new connection after ``nf_conntrack_max`` live ones.
+
+Where early drop looks (``early_drop`` in ``nf_conntrack_core.c``): Linux does not search the
+whole table.  It scans the hash chain of the *new* tuple's bucket and the next ones,
+``NF_CT_EVICTION_RANGE`` (8) buckets in all, and kills every non-assured entry of the first
+chain that has one (each entry hangs in two chains: its original and its reply tuple).  With
+``eviction_range=8`` (what :func:`perfsim.topology.cluster.build_cluster` uses) the table does
+exactly that, buckets being ``flow_hash(tuple) mod buckets``; so with 65536 buckets and a few
+handshakes in flight a full table drops the new connection's SYN, as Linux does, instead of
+killing a handshake in progress.  ``eviction_range=None`` keeps the coarser approximation
+(the oldest non-assured entry of the whole table), which small unit tables use.
+
+After a failed insert the kernel also flags its gc worker (``conntrack_gc_work.early_drop``):
+its next pass kills, while the table holds at least 95 % of ``nf_conntrack_max``, the entries
+``gc_worker_can_early_drop`` accepts — non-assured ones and TCP entries in FIN_WAIT,
+CLOSE_WAIT, LAST_ACK, TIME_WAIT or CLOSE (``tcp_can_early_drop``).  The periodic gc pass here
+does the same, so a table full of TIME_WAIT entries recovers at the next pass (every
+``gc_interval_s``; Linux's worker re-runs every 1-60 s, from the entries' mean timeout)
+instead of after ``tcp_time_wait_s``.
 """
 
 from __future__ import annotations
@@ -50,6 +73,7 @@ from dataclasses import dataclass, fields
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any
 
+from perfsim.core.cpu import flow_hash
 from perfsim.core.packet import FIN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SYN, SYNACK, FlowKey, Packet
 from perfsim.errors import check_number
 
@@ -59,10 +83,16 @@ if TYPE_CHECKING:
 
 MAX_TIMEOUT_S = 2_147_483.0  # timeouts are s32 jiffies at HZ=1000
 MAX_ENTRIES = 2**31 - 1
+NF_CT_EVICTION_RANGE = 8
+"""Hash buckets early drop scans, starting at the new tuple's (``nf_conntrack_core.c``)."""
+GC_EARLY_DROP_PERCENT = 95
+"""After a failed insert, gc early-drops while the table holds >= this % of the maximum."""
 
 # Entry states (indices into the timeout table).
 SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE = range(8)
 UDP_UNREPLIED, UDP_REPLIED, ICMP, GENERIC = range(8, 12)
+_GC_EARLY_DROP_TCP = frozenset((FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE))
+"""TCP states ``tcp_can_early_drop`` accepts (assured entries that are closing)."""
 STATE_NAMES = (
     "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
     "CLOSE", "UDP_UNREPLIED", "UDP_REPLIED", "ICMP", "GENERIC",
@@ -111,6 +141,7 @@ class CtEntry:
         "dnat_init",
         "expires_s",
         "fin_dirs",
+        "heap_s",
         "nat_dst",
         "nat_src",
         "orig",
@@ -135,6 +166,7 @@ class CtEntry:
         self.fin_dirs = 0  # bit 1: FIN seen from the originator, bit 2: from the replier
         self.created_s = now
         self.expires_s = now
+        self.heap_s = now  # the earliest time the gc heap holds for this entry
         self.dead = False
         self.dnat_init = False
         self.snat_init = False
@@ -179,7 +211,8 @@ class Conntrack:
     max_entries:
         ``nf_conntrack_max``; 0 means unlimited, as in Linux.
     buckets:
-        ``nf_conntrack_buckets`` (only reported, as the load factor; lookups cost the same).
+        ``nf_conntrack_buckets``: reported as the load factor, and where early drop looks
+        (lookups cost the same at any load).
     timeouts:
         Per-state timeouts; ``None`` takes the Linux defaults.
     gc_interval_s:
@@ -187,6 +220,9 @@ class Conntrack:
     host:
         The host whose ``conntrack_lookup``/``conntrack_new`` stages :meth:`track` charges;
         :class:`~perfsim.components.netfilter.Netfilter` attaches it.  Without one, no cost.
+    eviction_range:
+        Buckets early drop scans from the new tuple's (:data:`NF_CT_EVICTION_RANGE` in Linux);
+        ``None``: the oldest non-assured entry of the whole table (a coarser approximation).
     """
 
     def __init__(
@@ -198,10 +234,18 @@ class Conntrack:
         timeouts: ConntrackTimeouts | None = None,
         gc_interval_s: float = 1.0,
         host: Host | None = None,
+        eviction_range: int | None = None,
     ) -> None:
         check_number(f"{name}.max_entries", max_entries, low=0, high=MAX_ENTRIES, integer=True)
         check_number(f"{name}.buckets", buckets, low=1, high=2**30, integer=True)
         check_number(f"{name}.gc_interval_s", gc_interval_s, low=0, high=3600, low_inclusive=False)
+        if eviction_range is not None:
+            check_number(f"{name}.eviction_range", eviction_range, low=1, high=2**30, integer=True)
+        self.eviction_range = eviction_range
+        self._chains: dict[int, dict[CtEntry, None]] = {}
+        """Non-assured entries by hash bucket (each under its two tuples), for early drop."""
+        self._gc_early_drop = False
+        """A full-table insert failed: the next gc pass early-drops (``conntrack_gc_work``)."""
         self.sim = sim
         self.name = name
         self.max_entries = max_entries
@@ -283,7 +327,8 @@ class Conntrack:
                 self.expired += 1
         if self._n >= self._limit:
             self.gc()
-            if self._n >= self._limit and not self._early_drop():
+            if self._n >= self._limit and not self._early_drop(orig):
+                self._gc_early_drop = True
                 self.insert_failed += 1
                 self.sim.drop(pkt, self.name, "conntrack_full")
                 return None
@@ -301,11 +346,15 @@ class Conntrack:
         table[orig] = e
         table[reply_tuple] = e
         self._unassured[e] = None
+        if self.eviction_range is not None:
+            self._chain_add(e, orig)
+            self._chain_add(e, reply_tuple)
         self._n += 1
         self.inserted += 1
         self.max_count = max(self.max_count, self._n)
         self._seq += 1
         heappush(self._heap, (e.expires_s, self._seq, e))
+        e.heap_s = e.expires_s
         if not self._gc_running:
             self._gc_running = True
             self.sim.call_in(self.gc_interval_s, self._gc_tick, None)
@@ -358,7 +407,7 @@ class Conntrack:
                 e.fin_dirs |= 2 if is_reply else 1
                 if e.fin_dirs == 3:
                     s = TIME_WAIT
-                elif s == SYN_RECV or s == ESTABLISHED:
+                elif s in (SYN_RECV, ESTABLISHED):
                     s = FIN_WAIT
             elif kind == SYNACK:
                 if is_reply and s == SYN_SENT:
@@ -371,11 +420,41 @@ class Conntrack:
             if s == ESTABLISHED and e.seen_reply and not e.assured:
                 self._assure(e)
         e.state = s
-        e.expires_s = now + self._timeout[s]
+        expires = e.expires_s = now + self._timeout[s]
+        if expires < e.heap_s:  # a shorter timeout: the gc must look earlier
+            self._seq += 1
+            heappush(self._heap, (expires, self._seq, e))
+            e.heap_s = expires
 
     def _assure(self, e: CtEntry) -> None:
         e.assured = True
-        self._unassured.pop(e, None)
+        self._forget_unassured(e)
+
+    def _forget_unassured(self, e: CtEntry) -> None:
+        if e in self._unassured:
+            del self._unassured[e]
+            if self.eviction_range is not None:
+                self._chain_discard(e, e.orig)
+                self._chain_discard(e, e.reply)
+
+    def _bucket(self, key: FlowKey) -> int:
+        """The hash bucket of a tuple (``hash_conntrack``; here :func:`flow_hash`)."""
+        return flow_hash(key) % self.buckets
+
+    def _chain_add(self, e: CtEntry, key: FlowKey) -> None:
+        b = self._bucket(key)
+        chain = self._chains.get(b)
+        if chain is None:
+            chain = self._chains[b] = {}
+        chain[e] = None
+
+    def _chain_discard(self, e: CtEntry, key: FlowKey) -> None:
+        b = self._bucket(key)
+        chain = self._chains.get(b)
+        if chain is not None:
+            chain.pop(e, None)
+            if not chain:
+                del self._chains[b]
 
     def tuple_taken(self, key: FlowKey, entry: CtEntry | None = None) -> bool:
         """Whether a live entry other than ``entry`` holds ``key`` (``nf_nat_used_tuple``)."""
@@ -397,6 +476,9 @@ class Conntrack:
         table = self._table
         if table.get(e.reply) is e and e.reply != e.orig:
             del table[e.reply]
+        if self.eviction_range is not None and e in self._unassured:
+            self._chain_discard(e, e.reply)
+            self._chain_add(e, reply)
         e.reply = reply
         table[reply] = e
         o = e.orig
@@ -413,15 +495,49 @@ class Conntrack:
             del table[e.orig]
         if table.get(e.reply) is e:
             del table[e.reply]
-        self._unassured.pop(e, None)
+        self._forget_unassured(e)
         self._n -= 1
 
-    def _early_drop(self) -> bool:
-        for victim in self._unassured:
-            self._remove(victim)
-            self.early_drops += 1
-            return True
+    def _early_drop(self, orig: FlowKey) -> bool:
+        """``early_drop``: free room for ``orig`` by killing non-assured entries; False if none
+        was found where the kernel looks (see the module docstring)."""
+        if self.eviction_range is None:
+            for victim in self._unassured:
+                self._remove(victim)
+                self.early_drops += 1
+                return True
+            return False
+        first = self._bucket(orig)
+        for i in range(min(self.eviction_range, self.buckets)):
+            chain = self._chains.get((first + i) % self.buckets)
+            if chain:
+                for victim in list(chain):  # early_drop_list kills every one of the chain
+                    self._remove(victim)
+                    self.early_drops += 1
+                return True
         return False
+
+    def _gc_worker_early_drop(self) -> int:
+        """The gc pass after a failed insert: kill what ``gc_worker_can_early_drop`` accepts
+        (non-assured entries, closing TCP ones), oldest first, while the table holds at least
+        :data:`GC_EARLY_DROP_PERCENT` % of the maximum; return how many."""
+        self._gc_early_drop = False
+        floor = self.max_entries // 100 * GC_EARLY_DROP_PERCENT  # 0 below 100 entries: off, as in Linux
+        if floor == 0 or self._n < floor:
+            return 0
+        killed = 0
+        seen: set[int] = set()
+        for e in list(self._table.values()):
+            if self._n < floor:
+                break
+            if id(e) in seen or e.dead:
+                continue
+            seen.add(id(e))
+            if not e.assured or (e.orig.proto == PROTO_TCP and e.state in _GC_EARLY_DROP_TCP):
+                self._remove(e)
+                killed += 1
+        self.early_drops += killed
+        return killed
 
     # -- garbage collection ---------------------------------------------------------------
     def gc(self) -> int:
@@ -430,11 +546,13 @@ class Conntrack:
         heap = self._heap
         removed = 0
         while heap and heap[0][0] <= now:
-            _, seq, e = heappop(heap)
+            t, seq, e = heappop(heap)
             if e.dead:
                 continue
             if e.expires_s > now:
-                heappush(heap, (e.expires_s, seq, e))
+                if t == e.heap_s:  # else a later copy, superseded by an earlier push
+                    heappush(heap, (e.expires_s, seq, e))
+                    e.heap_s = e.expires_s
                 continue
             self._remove(e)
             removed += 1
@@ -443,6 +561,8 @@ class Conntrack:
 
     def _gc_tick(self, _arg: object) -> None:
         self.gc()
+        if self._gc_early_drop:
+            self._gc_worker_early_drop()
         self.samples.append((self.sim.env._now, self._n))
         if self._n:
             self.sim.call_in(self.gc_interval_s, self._gc_tick, None)

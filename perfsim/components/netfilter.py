@@ -30,8 +30,17 @@ walked linearly until a terminal target (ACCEPT, DROP, a NAT target; RETURN ends
 chain, so the policy applies), so N non-matching rules cost N × ``nf_rule``.  Conntrack charges
 ``conntrack_lookup`` or ``conntrack_new``; each header rewrite charges ``nat_rewrite``.
 
-Simplifications: no user-defined chains (the DOCKER/DOCKER-USER chains are flattened into the
-built-in ones), no raw/mangle tables, no RELATED (expectation) or INVALID states, DNAT on
+User-defined chains are flattened into the built-in ones (Docker's DOCKER, DOCKER-USER,
+DOCKER-ISOLATION-*), but a rule can be marked as reached through a jump (``append``/``insert``
+with ``jump=``, the matches of the ``-j`` rule, e.g. ``-o docker0`` for ``-o docker0 -j
+DOCKER``): a packet the jump does not match skips the whole run of rules behind it for one
+``nf_rule`` (the ``-j`` rule itself), as the kernel's ``ipt_do_table`` never enters the chain;
+a packet it matches walks them (the jump itself costs nothing, nor does its RETURN).  So a
+rule set that grows behind a jump — one DNAT and one ACCEPT per published port — costs only
+the packets that enter it: new connections to the host's published ports, not the replies
+or other traffic of its containers.
+
+Simplifications: no raw/mangle tables, no RELATED (expectation) or INVALID states, DNAT on
 bridged frames does not re-route them.  A device ``None`` stands for ``lo``.
 """
 
@@ -134,6 +143,7 @@ class _Compiled:
         "dport",
         "dst_mask",
         "dst_net",
+        "guard",
         "in_name",
         "in_neg",
         "in_pfx",
@@ -157,6 +167,24 @@ class _Compiled:
         self.in_name, self.in_neg, self.in_pfx = _iface(rule.in_if)
         self.out_name, self.out_neg, self.out_pfx = _iface(rule.out_if)
         self.ctbits = sum(CTSTATES[s] for s in rule.ctstate) if rule.ctstate else 0
+        self.guard: _Compiled | None = None
+        """The jump this rule is reached through (``None``: the built-in chain itself)."""
+
+    def matches(self, flow: FlowKey, ctbits: int, in_name: str | None, out_name: str | None) -> bool:
+        """Whether every match of the rule holds for a packet of ``flow`` (the walk inlines it)."""
+        if self.proto >= 0 and self.proto != flow.proto:
+            return False
+        if self.src_mask and flow.src_ip & self.src_mask != self.src_net:
+            return False
+        if self.dst_mask and flow.dst_ip & self.dst_mask != self.dst_net:
+            return False
+        if self.dport >= 0 and self.dport != flow.dport:
+            return False
+        if self.ctbits and not self.ctbits & ctbits:
+            return False
+        if self.in_name is not None and not _if_match(in_name or "lo", self.in_name, self.in_neg, self.in_pfx):
+            return False
+        return self.out_name is None or _if_match(out_name or "lo", self.out_name, self.out_neg, self.out_pfx)
 
 
 def _net_mask(pfx: tuple[int, int] | None) -> tuple[int, int]:
@@ -187,6 +215,7 @@ class Chain:
     __slots__ = (
         "compiled",
         "drops",
+        "guards",
         "name",
         "packets",
         "policy_drop",
@@ -200,6 +229,7 @@ class Chain:
         self.name = name
         self.rules: list[Rule] = []
         self.compiled: list[_Compiled] = []
+        self.guards: dict[Rule, _Compiled] = {}
         self.policy_drop = False
         self.packets = 0
         self.rules_evaluated = 0
@@ -243,19 +273,31 @@ class Netfilter:
             raise ConfigError(f"{self.name}.{table}.chain", chain, allowed)
         return self.chains[(table, chain)]
 
-    def append(self, table: str, chain: str, rule: Rule) -> None:
-        """``iptables -t TABLE -A CHAIN``: add ``rule`` at the end."""
+    def append(self, table: str, chain: str, rule: Rule, jump: Rule | None = None) -> None:
+        """``iptables -t TABLE -A CHAIN``: add ``rule`` at the end.  ``jump``: the rule sits in a
+        user chain reached by a ``-j`` rule with these matches (its target is ignored)."""
         c = self._check(table, chain, rule)
         c.rules.append(rule)
-        c.compiled.append(_Compiled(rule))
+        c.compiled.append(self._compiled(table, chain, c, rule, jump))
 
-    def insert(self, table: str, chain: str, rule: Rule, index: int = 0) -> None:
-        """``iptables -t TABLE -I CHAIN``: add ``rule`` before position ``index`` (0 = first)."""
+    def insert(self, table: str, chain: str, rule: Rule, index: int = 0, jump: Rule | None = None) -> None:
+        """``iptables -t TABLE -I CHAIN``: add ``rule`` before position ``index`` (0 = first);
+        ``jump`` as in :meth:`append`."""
         c = self._check(table, chain, rule)
         where = f"{self.name}.{table}.{chain}.index"
         check_number(where, index, low=0, high=len(c.rules), integer=True)
         c.rules.insert(index, rule)
-        c.compiled.insert(index, _Compiled(rule))
+        c.compiled.insert(index, self._compiled(table, chain, c, rule, jump))
+
+    def _compiled(self, table: str, chain: str, c: Chain, rule: Rule, jump: Rule | None) -> _Compiled:
+        comp = _Compiled(rule)
+        if jump is not None:
+            self._check(table, chain, jump)
+            guard = c.guards.get(jump)
+            if guard is None:
+                guard = c.guards[jump] = _Compiled(jump)
+            comp.guard = guard  # one object per jump: the walk skips a run of them at once
+        return comp
 
     def set_policy(self, table: str, chain: str, policy: str) -> None:
         """``iptables -P CHAIN ACCEPT|DROP`` (the verdict when no rule decides)."""
@@ -381,7 +423,18 @@ class Netfilter:
         flow = pkt.flow
         n = 0
         hit = None
+        jump = None  # the jump of the run of rules being walked, and whether it matched
+        entered = True
         for r in chain.compiled:
+            g = r.guard
+            if g is not jump:
+                jump = g
+                if g is not None:
+                    entered = g.matches(flow, ctbits, in_name, out_name)
+                    if not entered:
+                        n += 1  # the -j rule, evaluated and not taken
+            if g is not None and not entered:
+                continue
             n += 1
             if r.proto >= 0 and r.proto != flow.proto:
                 continue

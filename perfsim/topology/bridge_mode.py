@@ -20,7 +20,11 @@ to a container's address from another host is refused by the FORWARD policy, unl
 is published.
 
 iptables, as Docker (20.10 - 27) installs it, with its user chains inlined (perfsim's netfilter
-has built-in chains only, so a jump and its ``RETURN`` cost no ``nf_rule``)::
+has built-in chains only, so a jump and its ``RETURN`` cost no ``nf_rule``; the per-port rules are
+marked as reached through their jump — ``-m addrtype --dst-type LOCAL -j DOCKER`` in nat
+PREROUTING, ``-o docker0 -j DOCKER`` in FORWARD — so a packet the jump does not match skips
+all of them for one rule, and only new connections to the host pay one ``nf_rule`` per
+published port ahead of theirs)::
 
     nat    POSTROUTING  -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
     nat    PREROUTING   (DOCKER, per published port)
@@ -187,14 +191,16 @@ class DockerBridgeNetwork(ModeNetwork):
         att = self.attachments[(h, c)][0]
         nf = root_nf(self.cluster, h)
         br = att.bridge
+        local = (self.cluster.host_ip(h), 32)
         nf.append("nat", "PREROUTING", Rule(
-            "DNAT", proto=proto, dst=(self.cluster.host_ip(h), 32), dport=host_port, in_if=f"!{br}",
+            "DNAT", proto=proto, dst=local, dport=host_port, in_if=f"!{br}",
             to_ip=att.ip, to_port=container_port,
-        ))
+        ), jump=Rule(dst=local))  # -m addrtype --dst-type LOCAL -j DOCKER
         accept = Rule("ACCEPT", proto=proto, dst=(att.ip, 32), dport=container_port, in_if=f"!{br}", out_if=br)
         # The DOCKER chain is reached from `-o br -j DOCKER`, just before `-i br ! -o br -j ACCEPT`.
         marker = Rule("ACCEPT", in_if=br, out_if=f"!{br}")
-        nf.insert("filter", "FORWARD", accept, nf.chain("filter", "FORWARD").rules.index(marker))
+        nf.insert("filter", "FORWARD", accept, nf.chain("filter", "FORWARD").rules.index(marker),
+                  jump=Rule(out_if=br))  # -o br -j DOCKER
 
     def target(self, client: Slot, server: Slot, port: int, proto: int) -> tuple[int, int]:
         """Same host: the server container's address.  Across hosts: the server host's address

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from perfsim.components.conntrack import Conntrack
+from perfsim.components.conntrack import NF_CT_EVICTION_RANGE, Conntrack, ConntrackTimeouts
 from perfsim.components.host import Host, Offloads
 from perfsim.components.netdev import NetDevice, VethEnd
 from perfsim.components.netfilter import Netfilter
@@ -59,6 +59,9 @@ class ClusterSpec:
     nic_queue_packets: int = 1000
     nf_conntrack_max: int = 262144
     gc_thresh3: int = 1024
+    conntrack_timeouts: ConntrackTimeouts | None = None
+    """Per-state conntrack timeouts of every host (``net.netfilter.nf_conntrack_*_timeout*``);
+    ``None``: the Linux defaults (TIME_WAIT 120 s, ...)."""
     cpu_ghz: float | None = None
     """Clock of the cores; ``None``: the profile's own machine.  Another value scales every cost
     constant by the ratio of clocks (:meth:`perfsim.core.profile.Profile.at_clock`)."""
@@ -86,6 +89,8 @@ class ClusterSpec:
         check_number("nic_queue_packets", self.nic_queue_packets, low=1, high=10_000_000, integer=True)
         check_number("nf_conntrack_max", self.nf_conntrack_max, low=1, high=1 << 31, integer=True)
         check_number("gc_thresh3", self.gc_thresh3, low=1, high=1 << 31, integer=True)
+        if self.conntrack_timeouts is not None and not isinstance(self.conntrack_timeouts, ConntrackTimeouts):
+            raise ConfigError("conntrack_timeouts", self.conntrack_timeouts, "a ConntrackTimeouts or None (Linux defaults)")
 
 
 @dataclass
@@ -119,7 +124,8 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
         shared = CpuPool("testbed", spec.cores, 1000, rss_key, sim.profile.cost("idle_wakeup").per_packet_s)
     for i in range(spec.hosts):
         host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared)
-        ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max)
+        ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max, timeouts=spec.conntrack_timeouts,
+                       eviction_range=NF_CT_EVICTION_RANGE)
         root = NetNs(host, f"h{i}", ip_forward=True, gc_thresh3=spec.gc_thresh3, netfilter=Netfilter(host, f"h{i}.iptables", ct))
         dev: NetDevice
         if spec.testbed:
