@@ -199,8 +199,9 @@ class DockerBridgeNetwork(ModeNetwork):
         accept = Rule("ACCEPT", proto=proto, dst=(att.ip, 32), dport=container_port, in_if=f"!{br}", out_if=br)
         # The DOCKER chain is reached from `-o br -j DOCKER`, just before `-i br ! -o br -j ACCEPT`.
         marker = Rule("ACCEPT", in_if=br, out_if=f"!{br}")
-        nf.insert("filter", "FORWARD", accept, nf.chain("filter", "FORWARD").rules.index(marker),
-                  jump=Rule(out_if=br))  # -o br -j DOCKER
+        rules = nf.chain("filter", "FORWARD").rules
+        at = len(rules) - 1 - rules[::-1].index(marker)  # near the end: thousands of ports stay cheap
+        nf.insert("filter", "FORWARD", accept, at, jump=Rule(out_if=br))  # -o br -j DOCKER
 
     def target(self, client: Slot, server: Slot, port: int, proto: int) -> tuple[int, int]:
         """Same host: the server container's address.  Across hosts: the server host's address
