@@ -448,6 +448,9 @@ class _dask_client:  # used as a context manager, like a function
                     self.cluster = dist.LocalCluster(
                         n_workers=max(n, 1), threads_per_worker=1, processes=True, host="127.0.0.1",
                         dashboard_address=None, silence_logs=logging.ERROR,
+                        # no dashboard; the scheduler's HTTP endpoints (health, metrics) on a free
+                        # loopback port instead of 8787, which another cluster may hold
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     )
                 self.guard.check()
                 self.client = dist.Client(self.cluster)
