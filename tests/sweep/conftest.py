@@ -1,56 +1,16 @@
-"""Helpers of the sweep tests: a tiny base scenario, spec files, the CLI in a subprocess, and a
-real Dask cluster (``dask scheduler`` + ``dask worker`` processes on 127.0.0.1)."""
+"""The sweep tests' fixture: a real Dask cluster (``dask scheduler`` + ``dask worker`` processes
+on 127.0.0.1)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-BIN = Path(sys.executable).parent
-BASE = {
-    "version": 1, "name": "tiny", "duration_s": 0.006, "warmup_s": 0.002,
-    "hosts": {"count": 2, "cores": 2},
-    "network": {"mode": "bridge"},
-    "containers": [{"name": "client", "host": 0}, {"name": "server", "host": 0}],
-    "workloads": [{"name": "rr", "type": "tcp_rr", "client": "client", "server": "server", "message_size": 64}],
-}
-"""One tcp_rr flow between two containers of one host: a point takes ~20 ms to simulate."""
-
-
-def write_spec(directory: Path, spec: dict[str, Any] | str, base: dict[str, Any] | None = None,
-               name: str = "spec.yaml") -> Path:
-    """Write ``base.yaml`` (the tiny scenario, or ``base``) and the spec beside it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "base.yaml").write_text(yaml.safe_dump(base if base is not None else BASE, sort_keys=False))
-    path = directory / name
-    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def perfsim_cmd(*args: str) -> list[str]:
-    return [str(BIN / "perfsim"), *args]
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(perfsim_cmd(*args), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+from tests.sweep.helpers import BIN, address_of, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +25,8 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
              "--scheduler-file", str(info)], stdout=log, stderr=log, cwd=d, start_new_session=True))
-        wait_for(lambda: _address(info) is not None, 60, "the dask scheduler")
-        address = str(_address(info))
+        wait_for(lambda: address_of(info) is not None, 60, "the dask scheduler")
+        address = str(address_of(info))
         assert address.startswith("tcp://127.0.0.1:")
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", "--scheduler-file", str(info), "--host", "127.0.0.1", "--nworkers", "2",
@@ -86,9 +46,3 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _address(info: Path) -> str | None:
-    """The scheduler's address from its scheduler file, once the file is complete."""
-    try:
-        return str(json.loads(info.read_text())["address"])
-    except (OSError, ValueError, KeyError):
-        return None

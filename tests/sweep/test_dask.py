@@ -12,7 +12,7 @@ from perfsim.cli import main
 from perfsim.experiment import sweep
 from perfsim.experiment.sweep import execute
 from perfsim.experiment.sweep_spec import load_spec
-from tests.sweep.conftest import run_cli, write_spec
+from tests.sweep.helpers import run_cli, write_spec
 
 SPEC = {"name": "dask", "base": "base.yaml", "replications": 2, "modes": ["bridge", "host", "none"],
         "factors": {"workloads.rr.message_size": [64, 4096], "hosts.cores": [1, 2]}}

@@ -16,7 +16,7 @@ from perfsim.experiment.parquet_store import PointStore
 from perfsim.experiment.sweep import METRICS, execute
 from perfsim.experiment.sweep_spec import load_spec
 from perfsim.scenario.cli import run_scenario
-from tests.sweep.conftest import BASE, write_spec
+from tests.sweep.helpers import BASE, write_spec
 
 SPEC = {"name": "inline", "base": "base.yaml", "replications": 2, "modes": ["bridge", "none"],
         "factors": {"workloads.rr.message_size": [64, 1024]}}

@@ -15,7 +15,7 @@ import pytest
 
 from perfsim.experiment.sweep import execute
 from perfsim.experiment.sweep_spec import load_spec
-from tests.sweep.conftest import perfsim_cmd, run_cli, wait_for, write_spec
+from tests.sweep.helpers import perfsim_cmd, run_cli, wait_for, write_spec
 
 SPEC = {"name": "killme", "base": "base.yaml", "replications": 4, "modes": ["bridge", "host", "none"],
         "factors": {"workloads.rr.message_size": [64, 512, 4096], "hosts.cores": [1, 2]}}

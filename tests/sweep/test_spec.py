@@ -13,7 +13,7 @@ from perfsim.cli import main
 from perfsim.errors import ConfigError
 from perfsim.experiment.sweep import mean_ci, run_point, summarize
 from perfsim.experiment.sweep_spec import load_spec, stable_hash
-from tests.sweep.conftest import BASE, write_spec
+from tests.sweep.helpers import BASE, write_spec
 
 SPEC = {"base": "base.yaml", "replications": 2, "modes": ["bridge", "host"],
         "factors": {"workloads.0.message_size": [64, 1024], "hosts.cores": [1, 2, 4]}}
