@@ -12,18 +12,19 @@ import sys
 
 import pandas as pd
 
-from perfsim.fluid.agreement import GRID_FLOWS, GRID_HOSTS, TOLERANCE, agreement, grid
+from perfsim.fluid.agreement import GRID_DURATION_S, GRID_FLOWS, GRID_HOSTS, TOLERANCE, agreement, grid
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", default=None, help="comma-separated modes (default: all)")
     ap.add_argument("--quick", action="store_true", help="1 and 16 flows on 2 and 8 hosts only")
+    ap.add_argument("--duration", type=float, default=GRID_DURATION_S, help="simulated seconds per point")
     args = ap.parse_args(argv)
     modes = args.modes.split(",") if args.modes else None
     flows, hosts = ((1, 16), (2, 8)) if args.quick else (GRID_FLOWS, GRID_HOSTS)
     rows = []
-    for spec in grid(modes, flows=flows, hosts=hosts):
+    for spec in grid(modes, flows=flows, hosts=hosts, duration_s=args.duration):
         row = agreement([spec]).iloc[0]
         rows.append(row)
         print(f"{row['mode']:12s} {row['placement']:10s} {row['workload']:10s} flows={row['flows']:3d} "

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(MODES)} (default: all that carry a flow)")
     c.add_argument("--workload", default=None, help=f"one of {', '.join(WORKLOADS)} (default: all)")
     c.add_argument("--streams", type=_positive_int, default=None,
-                   help="concurrent flows (default: sweep 1, 4, 16, 64, 256)")
+                   help="concurrent flows (default: sweep 1, 4, 16, 64, 256); with --containers-per-host, "
+                        "flows per client container")
     c.add_argument("--message-size", type=_positive_int, default=None)
     c.add_argument("--hosts", type=_positive_int, default=2)
     c.add_argument("--containers-per-host", type=_positive_int, default=None)
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--testbed", action="store_true",
                    help="simulate the calibration testbed: hosts are namespaces on one machine sharing --cores, "
                         "joined by a veth wire")
+    c.add_argument("--engine", default="des",
+                   help="des (packet level), fluid (flow level: max-min shares of cores and links) or auto "
+                        "(DES up to 256 flows and 512 containers, fluid beyond)")
     c.add_argument("--cpu-ghz", type=_number, default=None,
                    help="clock of the simulated cores; scales the profile from its own machine's clock")
     c.add_argument("--idle-wakeup-us", type=_number, default=None,
@@ -142,7 +146,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
         nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
         duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
-        idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6,
+        idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6, engine=args.engine,
     )
     profile = load_profile(args.profile)
     out = execute(specs, workers=args.workers, progress=True)

@@ -38,7 +38,7 @@ HOST_SWEEP_FLOWS_PER_HOST = 8
 """The host sweep keeps the load per host fixed: ``8 × hosts`` concurrent flows."""
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
-EXTRA_COLUMNS = ["hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "testbed", "retransmits",
+EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "testbed", "retransmits",
                  "cpu_utilisation", "duration_s", "seed", "profile", "wall_s"]
 
 
@@ -72,13 +72,21 @@ def plan(
     testbed: bool = False,
     cpu_ghz: float | None = None,
     idle_wakeup_s: float | None = None,
+    engine: str = "des",
 ) -> list[RunSpec]:
     """Every run of the comparison, validated. Raises ConfigError naming the bad option.
 
     ``testbed``: simulate the calibration testbed (two namespaces on one machine sharing
     ``cores``, joined by a veth wire); there is no host sweep, and each flow runs between one
     client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile;
-    ``idle_wakeup_s`` replaces its idle-core wake-up latency."""
+    ``idle_wakeup_s`` replaces its idle-core wake-up latency.
+
+    ``streams`` with ``containers_per_host``: every client container runs ``streams`` flows
+    (cross-host every container of every host, to the same container of the next host;
+    same-host every other container, to its neighbour), so the run has ``streams × hosts ×
+    containers_per_host`` flows (half that same-host).  Without ``containers_per_host``,
+    ``streams`` is the number of flows and containers grow with it.  ``engine``: ``des``,
+    ``fluid`` or ``auto`` (:func:`perfsim.fluid.choose_engine`)."""
     modes = [m for m in MODES if m != "none"] if modes is None else list(modes)
     if not modes:
         raise ConfigError("modes", "", f"one or more of {', '.join(MODES)}")
@@ -88,6 +96,10 @@ def plan(
     if workload is not None and workload not in WORKLOADS:
         raise ConfigError("workload", workload, f"one of {', '.join(WORKLOADS)}")
     check_number("nic_gbps", nic_gbps, low=0, low_inclusive=False, high=10000)
+    from perfsim.experiment.config import ENGINES
+
+    if engine not in ENGINES:
+        raise ConfigError("engine", engine, f"one of {', '.join(ENGINES)}")
     if streams is not None:
         check_number("streams", streams, low=1, high=1_000_000, integer=True)
     points = [streams] if streams is not None else list(scale or DEFAULT_SCALE)
@@ -109,7 +121,12 @@ def plan(
         pl = placement or MODES[mode].default_placement
         if pl not in MODES[mode].placements:
             raise ConfigError("placement", pl, f"{' or '.join(MODES[mode].placements)} for mode {mode}")
-        cells = [(wl, points[0] if streams is not None else 1, hosts) for wl in workloads]
+        first = points[0] if streams is not None else 1
+        if streams is not None and containers_per_host is not None and not testbed:
+            clients = containers_per_host if pl == "cross-host" else max(containers_per_host // 2, 1)
+            first = streams * hosts * clients
+            points = [first]
+        cells = [(wl, first, hosts) for wl in workloads]
         cells += [(scale_workload, s, hosts) for s in points]
         cells += [(scale_workload, HOST_SWEEP_FLOWS_PER_HOST * h, h) for h in host_points]
         for wl, n, n_hosts in cells:
@@ -124,7 +141,7 @@ def plan(
                 RunSpec(
                     mode=mode, workload=wl, streams=n, message_size=message_size, placement=pl,
                     containers_per_host=per_host if containers_per_host is None else containers_per_host, cluster=cluster_of(n_hosts),
-                    duration_s=duration_s, warmup_s=duration_s * 0.2, seed=seed, profile=profile,
+                    duration_s=duration_s, warmup_s=duration_s * 0.2, seed=seed, profile=profile, engine=engine,
                 )
             )
     return specs

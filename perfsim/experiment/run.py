@@ -22,6 +22,22 @@ START_JITTER_S = 50e-6
 SERVER_PORT_BASE = 5001
 CLIENT_PORT_BASE = 32768
 
+EPHEMERAL_PORTS = 61000 - CLIENT_PORT_BASE
+"""Linux's default ``ip_local_port_range`` 32768..60999."""
+SERVER_PORTS = 60000
+
+
+def client_port(i: Any) -> Any:
+    """Client port of flow ``i`` (int or numpy array): ``32768 + 97 i``, wrapped in the
+    ephemeral range (97 is prime to its size: distinct for 28232 consecutive flows)."""
+    return CLIENT_PORT_BASE + (97 * i) % EPHEMERAL_PORTS
+
+
+def server_port(i: Any) -> Any:
+    """Server port of flow ``i``: ``5001 + i``, wrapped below 65001."""
+    return SERVER_PORT_BASE + i % SERVER_PORTS
+
+
 SUMMARY_COLUMNS = [
     "mode", "placement", "workload", "streams", "message_size", "throughput_gbps", "pps",
     "transactions_per_s", "latency_p50_us", "latency_p99_us", "cpu_s_per_gb", "drops",
@@ -93,7 +109,7 @@ def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
     for i in range(spec.streams):
         ch, cc, sh, sc = spec.slots(i)
         plans.append(FlowPlan(spec.workload, (ch, cc), (sh, sc), spec.message_bytes,
-                              server_port=SERVER_PORT_BASE + i, client_port=CLIENT_PORT_BASE + 97 * i,
+                              server_port=int(server_port(i)), client_port=int(client_port(i)),
                               start_s=float(starts[i]), group=spec.workload))
     return tuple(plans)
 
@@ -126,7 +142,7 @@ def run_fluid(spec: RunSpec) -> Result:
     from perfsim.fluid.engine import solve
     from perfsim.fluid.flows import flows_of_spec
 
-    sol = solve(flows_of_spec(spec), cluster=spec.cluster, mode=spec.mode, mode_options=spec.mode_options,
+    sol = solve(flows_of_spec(spec), cluster=spec.cluster, containers_per_host=spec.containers_per_host, mode=spec.mode, mode_options=spec.mode_options,
                 profile=spec.profile, seed=spec.seed, duration_s=spec.duration_s, warmup_s=spec.warmup_s)
     f = sol.flows
     flows = f.assign(mode=spec.mode, client="h" + f["client_host"].astype(str) + "c" + f["client_container"].astype(str),

@@ -44,10 +44,10 @@ from perfsim.errors import ConfigError
 from perfsim.fluid.flows import FlowSet
 from perfsim.fluid.keys import hash_keys, rss_cores
 from perfsim.fluid.maxmin import maxmin_rates
-from perfsim.fluid.probe import FlowClass, PathProbe, Role, probe_class
+from perfsim.fluid.probe import FlowClass, PathProbe, Role, probe_class, validate_size
 from perfsim.topology.cluster import FABRIC_NET, ClusterSpec
 
-RR_ITERATIONS = 40
+RR_ITERATIONS = 200
 MAX_UTILISATION = 0.99
 """Utilisation at which the M/M/1 wait is evaluated at most (a saturated resource's wait is
 that of 99 %: the fluid model has no queue that grows without bound)."""
@@ -72,6 +72,7 @@ def solve(
     flows: FlowSet,
     *,
     cluster: ClusterSpec,
+    containers_per_host: int,
     mode: str,
     mode_options: dict[str, Any] | None = None,
     profile: str = "default",
@@ -87,13 +88,17 @@ def solve(
     mode_options = dict(mode_options or {})
     relation = np.where(flows.client_host != flows.server_host, "cross-host",
                         np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
+    span = int(max(flows.client_container.max(), flows.server_container.max())) + 1
+    server_sends = np.isin(flows.server_host * span + flows.server_container,
+                           flows.client_host * span + flows.client_container)
     keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
-                         "relation": relation, "rate_bps": flows.rate_bps})
+                         "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
+    validate_size(cluster, containers_per_host, mode, mode_options)
     probes = [
-        probe_class(FlowClass(str(w), int(m), str(r), float(b)), cluster=cluster, mode=mode,
-                    mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s)
-        for (w, m, r, b) in uniques
+        probe_class(FlowClass(str(w), int(m), str(r), float(b), bool(ss)), cluster=cluster,
+                    containers_per_host=containers_per_host, mode=mode, mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s)
+        for (w, m, r, b, ss) in uniques
     ]
     t_probe = time.perf_counter()
     k = cluster.cores
@@ -116,6 +121,13 @@ def solve(
         unit_is_byte[idx] = probe.unit == "byte"
         sub = {s: v[idx] for s, v in values.items()}
         for role, demand in probe.cores:
+            if role.kind == "spread":
+                base = _pool_of(role, flows, idx) * k
+                for core in range(k):
+                    rows.append(base + core)
+                    cols.append(idx)
+                    data.append(np.full(idx.size, demand / k))
+                continue
             rows.append(_core_resource(role, flows, idx, sub, cluster, rss_keys))
             cols.append(idx)
             data.append(np.full(idx.size, demand))
@@ -133,10 +145,10 @@ def solve(
         (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n_res, n)
     )
     capacity = np.ones(n_res)
-    lifetime_s = ConntrackTimeouts().tcp_time_wait_s
+    lifetime_s = (cluster.conntrack_timeouts or ConntrackTimeouts()).tcp_time_wait_s
     capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / lifetime_s
     t_build = time.perf_counter()
-    rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes)
+    rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes, n_core_res + n_link_res)
     t_solve = time.perf_counter()
     util = np.asarray(demand @ rates).ravel()
     window = duration_s - warmup_s
@@ -194,13 +206,17 @@ def _rss_keys(cluster: ClusterSpec, seed: int) -> np.ndarray:
                     dtype=np.uint64)
 
 
+def _pool_of(role: Role, flows: FlowSet, idx: np.ndarray) -> np.ndarray:
+    """The CPU pool (host; the testbed's one machine) of ``role`` for flows ``idx``."""
+    if role.pool == "shared":
+        return np.zeros(idx.size, dtype=np.int64)
+    return (flows.client_host if role.pool == "client" else flows.server_host)[idx]
+
+
 def _core_resource(role: Role, flows: FlowSet, idx: np.ndarray, values: dict[str, np.ndarray],
                    cluster: ClusterSpec, rss_keys: np.ndarray) -> np.ndarray:
     k = cluster.cores
-    if role.pool == "shared":
-        pool = np.zeros(idx.size, dtype=np.int64)
-    else:
-        pool = (flows.client_host if role.pool == "client" else flows.server_host)[idx]
+    pool = _pool_of(role, flows, idx)
     if role.kind == "app":
         h = (flows.client_host if role.side == "client" else flows.server_host)[idx]
         c = (flows.client_container if role.side == "client" else flows.server_container)[idx]
@@ -215,37 +231,38 @@ def _core_resource(role: Role, flows: FlowSet, idx: np.ndarray, values: dict[str
 
 
 def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, unit_is_byte: np.ndarray,
-                 probes: Sequence[PathProbe], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Max-min rates; request/response flows re-capped by ``1 / (RTT alone + wait)`` to a fixed
-    point.  Returns (rates, queueing wait per flow in seconds per unit of service)."""
-    csc = demand.tocsc()
+                 probes: Sequence[PathProbe], codes: np.ndarray, n_timed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max-min rates, request/response flows capped by ``1 / (RTT alone + wait)``.
+
+    The wait of a flow is ``sum_r d_rf · u_r / (1 - u_r)`` over the cores and links (the first
+    ``n_timed`` resources; a conntrack table is a limit, not a queue).  The closed loops' fixed
+    point is found first with matrix products only (damped iteration), then one max-min solve
+    enforces every capacity.  Returns (rates, wait per flow in seconds per unit)."""
+    timed = demand[:n_timed]
+    timed_t = timed.T.tocsr()
+    cap_timed = capacity[:n_timed]
+
+    def wait_at(rates: np.ndarray) -> np.ndarray:
+        u = np.minimum(np.asarray(timed @ rates).ravel() / cap_timed, MAX_UTILISATION)
+        return np.asarray(timed_t @ (u / (1.0 - u))).ravel()
+
     rr = ~unit_is_byte
-    rates = maxmin_rates(demand, capacity, cap)
-    wait = np.zeros(len(cap))
-    if not rr.any():
-        return rates, _stream_wait(csc, demand, rates, capacity, probes, codes)
-    rtt0 = np.where(rr, 1.0 / cap, 0.0)
-    for _ in range(RR_ITERATIONS):
-        u = np.minimum(np.asarray(demand @ rates).ravel() / capacity, MAX_UTILISATION)
-        factor = u / (1.0 - u)
-        wait = np.asarray(csc.T @ factor).ravel()
-        new_cap = np.where(rr, 1.0 / (rtt0 + wait), cap)
-        new = maxmin_rates(demand, capacity, new_cap)
-        if np.allclose(new, rates, rtol=1e-4):
+    if rr.any():
+        rtt0 = np.where(rr, 1.0 / cap, 0.0)
+        rates = cap.copy()
+        for _ in range(RR_ITERATIONS):
+            target = np.where(rr, 1.0 / (rtt0 + wait_at(rates)), cap)
+            new = 0.5 * (rates + target)
+            done = np.max(np.abs(new - rates) / np.maximum(rates, 1e-300)) < 1e-4
             rates = new
-            break
-        rates = 0.5 * (rates + new)
-    return rates, wait
-
-
-def _stream_wait(csc: sp.csc_matrix, demand: sp.csr_matrix, rates: np.ndarray, capacity: np.ndarray,
-                 probes: Sequence[PathProbe], codes: np.ndarray) -> np.ndarray:
-    """M/M/1 wait of one segment (the probe's bytes per packet) at every resource a stream uses."""
-    u = np.minimum(np.asarray(demand @ rates).ravel() / capacity, MAX_UTILISATION)
-    factor = u / (1.0 - u)
-    per_byte = np.asarray(csc.T @ factor).ravel()
-    seg = np.array([1.0 / p.packets_per_unit if p.packets_per_unit > 0 else 0.0 for p in probes])[codes]
-    return per_byte * seg
+            if done:
+                break
+        cap = np.where(rr, rates, cap)
+    rates = maxmin_rates(demand, capacity, cap)
+    wait = wait_at(rates)
+    seg = np.array([1.0 / p.packets_per_unit if p.unit == "byte" and p.packets_per_unit > 0 else 1.0
+                    for p in probes])[codes]
+    return rates, wait * seg
 
 
 def _flow_frame(flows: FlowSet, probes: Sequence[PathProbe], codes: np.ndarray, rates: np.ndarray,

@@ -40,7 +40,7 @@ class FlowSet:
 def flows_of_spec(spec: RunSpec) -> FlowSet:
     """The flows :func:`perfsim.experiment.run.flow_plans` would start, without building them
     one by one: the same slots (:meth:`RunSpec.slots`) and ports."""
-    from perfsim.experiment.run import CLIENT_PORT_BASE, SERVER_PORT_BASE
+    from perfsim.experiment.run import client_port, server_port
 
     n = spec.streams
     i = np.arange(n, dtype=np.int64)
@@ -63,7 +63,7 @@ def flows_of_spec(spec: RunSpec) -> FlowSet:
         workload=np.full(n, spec.workload, dtype=object),
         message_size=np.full(n, spec.message_bytes, dtype=np.int64),
         client_host=ch, client_container=cc, server_host=sh, server_container=sc,
-        client_port=CLIENT_PORT_BASE + 97 * i, server_port=SERVER_PORT_BASE + i,
+        client_port=client_port(i), server_port=server_port(i),
         rate_bps=np.zeros(n), group=np.full(n, spec.workload, dtype=object),
     )
 

@@ -68,6 +68,10 @@ class KeyTemplate:
                 out.append(np.full(n, f, dtype=np.uint64))
         return tuple(out)
 
+    def uses(self, symbol: str) -> bool:
+        """Whether the template depends on ``symbol`` (directly or through a derived field)."""
+        return any(f == symbol or (isinstance(f, Derived) and f.inner.uses(symbol)) for f in self.fields)
+
     def describe(self) -> str:
         def one(f: Field) -> str:
             if isinstance(f, Derived):

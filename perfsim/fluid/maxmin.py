@@ -143,46 +143,64 @@ def _fill(
     while n_active:
         while ptr < n_flows and not active[order[ptr]]:
             ptr += 1
-        d_cap = sorted_level[ptr] - t if ptr < n_flows else np.inf
         idx = np.flatnonzero(open_res)
         incr = remaining[idx] / load[idx] if idx.size else np.empty(0)
         d_res = float(incr.min()) if idx.size else np.inf
-        d = max(min(d_res, d_cap), 0.0)
-        if d == np.inf:  # unreachable: every flow crosses a resource or has a finite cap
-            raise RuntimeError("max-min filling found no bottleneck")
-        t_new = t + d
-        remaining[idx] -= d * load[idx]
-        np.maximum(remaining, 0.0, out=remaining)
-        frozen: list[IntArray] = []
-        if idx.size and d_res <= d * (1 + _TIE_REL) + _TIE_REL * t_new:
-            sat = idx[incr <= d * (1 + _TIE_REL) + _TIE_REL * t_new]
-            remaining[sat] = 0.0
-            open_res[sat] = False
-            flows = csr.indices[_spans(csr.indptr, sat)]
-            frozen.append(flows[active[flows]])
-        hi = np.searchsorted(sorted_level, t_new * (1 + _TIE_REL), side="right")
+        # Every unfrozen flow whose cap level is reached before the next resource saturates
+        # freezes at its cap now, in one batch: with them frozen, the others use no more of any
+        # resource than projected, so no resource saturates before those caps are reached.
+        hi = (np.searchsorted(sorted_level, (t + d_res) * (1 + _TIE_REL) + _TIE_REL, side="right")
+              if d_res < np.inf else n_flows)
         if hi > ptr:
             cand = order[ptr:hi]
-            frozen.append(cand[active[cand]])
+            capped = cand[active[cand]]
             ptr = int(hi)
-        t = t_new
-        if not frozen:
-            continue
-        newly = np.unique(np.concatenate(frozen))
+            if capped.size:
+                grow = np.maximum(cap_level[capped] - t, 0.0)
+                _freeze(csc, capped, w, n_res, load, count, remaining, open_res, active, weights_extra=grow)
+                n_active -= capped.size
+                rate[capped] = cap_f[capped]
+                continue
+        if d_res == np.inf:  # unreachable: every flow crosses a resource or has a finite cap
+            raise RuntimeError("max-min filling found no bottleneck")
+        d = max(d_res, 0.0)
+        t += d
+        remaining[idx] -= d * load[idx]
+        np.maximum(remaining, 0.0, out=remaining)
+        sat = idx[incr <= d * (1 + _TIE_REL) + _TIE_REL * t]
+        remaining[sat] = 0.0
+        open_res[sat] = False
+        flows = csr.indices[_spans(csr.indptr, sat)]
+        newly = np.unique(flows[active[flows]])
         if newly.size == 0:
             continue
-        active[newly] = False
-        n_active -= newly.size
         rate[newly] = np.minimum(w[newly] * t, cap_f[newly])
-        pos = _spans(csc.indptr, newly)
-        rows = csc.indices[pos]
-        owner = np.repeat(newly, np.diff(csc.indptr)[newly])
-        load -= np.bincount(rows, weights=csc.data[pos] * w[owner], minlength=n_res)
-        count -= np.bincount(rows, minlength=n_res)
-        empty = count == 0
-        load[empty] = 0.0
-        open_res &= ~empty
+        _freeze(csc, newly, w, n_res, load, count, remaining, open_res, active, weights_extra=None)
+        n_active -= newly.size
     return rate
+
+
+def _freeze(
+    csc: sp.csc_matrix, newly: IntArray, w: FloatArray, n_res: int, load: FloatArray,
+    count: npt.NDArray[np.int64], remaining: FloatArray, open_res: npt.NDArray[np.bool_],
+    active: npt.NDArray[np.bool_], weights_extra: FloatArray | None,
+) -> None:
+    """Take ``newly`` out of the unfrozen set: their weighted demand leaves ``load``; with
+    ``weights_extra`` (frozen at a cap above the current level) the capacity their growth
+    from the level to the cap uses leaves ``remaining``."""
+    active[newly] = False
+    lens = np.diff(csc.indptr)[newly]
+    pos = _spans(csc.indptr, newly)
+    rows = csc.indices[pos]
+    wd = csc.data[pos] * np.repeat(w[newly], lens)
+    load -= np.bincount(rows, weights=wd, minlength=n_res)
+    if weights_extra is not None:
+        remaining -= np.bincount(rows, weights=wd * np.repeat(weights_extra, lens), minlength=n_res)
+        np.maximum(remaining, 0.0, out=remaining)
+    count -= np.bincount(rows, minlength=n_res)
+    empty = count == 0
+    load[empty] = 0.0
+    open_res &= ~empty
 
 
 def _spans(indptr: npt.NDArray[Any], sel: IntArray) -> IntArray:

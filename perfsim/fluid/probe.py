@@ -31,6 +31,7 @@ from perfsim.components.nic import Nic
 from perfsim.core.packet import PROTO_TCP, PROTO_UDP, FlowKey
 from perfsim.core.profile import load_profile
 from perfsim.core.sim import Sim
+from perfsim.components.vxlan import VXLAN_PORT
 from perfsim.errors import ConfigError
 from perfsim.fluid.keys import KeyTemplate, learn_template
 from perfsim.topology.cluster import ClusterSpec, app_core_index, build_cluster
@@ -39,10 +40,15 @@ from perfsim.transport.workloads import start_workload
 
 PROBE_CORES = 16
 """Cores per probe host: two application cores plus one per steered 5-tuple."""
+PROBE_MAX_HOSTS = 8
+PROBE_MAX_CONTAINERS = 128
 FIRST_STEER_CORE = 4
 PROBE_SERVER_PORT = 5001
 PROBE_CLIENT_PORT = 32768
 STREAM_WORKLOADS = ("tcp_stream", "udp_stream")
+NEW_PORT_WORKLOADS = ("tcp_crr",)
+"""Workloads whose client takes a new ephemeral port for every transaction: RSS spreads their
+connections over all of a host's cores (role kind ``spread``)."""
 PACED_FRACTION = 0.97
 """An unpaced UDP probe that lost datagrams is re-run paced at this fraction of its delivered
 rate, so the costs per byte are those of datagrams that arrive (the fluid engine assumes a
@@ -59,13 +65,19 @@ class FlowClass:
     message_size: int
     relation: str
     rate_bps: float = 0.0
+    server_sends: bool = False
+    """The server's container is also a client of some flow: its own traffic has taught the
+    bridges its MAC (otherwise a one-way stream towards it is flooded to every port, as Linux
+    does for a destination its FDB has not learned)."""
 
 
 @dataclass(frozen=True)
 class Role:
     """Where some of a flow's work runs: ``pool`` is ``client``/``server`` (that side's host) or
     ``shared`` (the testbed's one machine); ``kind`` is ``app`` (``side``'s application core),
-    ``steer`` (the core RSS/RPS picks for ``template``) or ``fixed`` (core ``index``)."""
+    ``steer`` (the core RSS/RPS picks for ``template``), ``spread`` (``template`` changes with
+    every connection's ephemeral port: evenly over the pool's cores) or ``fixed`` (core
+    ``index``)."""
 
     pool: str
     kind: str
@@ -107,6 +119,7 @@ def probe_class(
     cls: FlowClass,
     *,
     cluster: ClusterSpec,
+    containers_per_host: int,
     mode: str,
     mode_options: dict[str, Any],
     profile: str,
@@ -114,11 +127,13 @@ def probe_class(
     duration_s: float,
     warmup_s: float,
 ) -> PathProbe:
-    """Run one flow of ``cls`` through the DES and measure its per-unit costs."""
-    result = _run(cls, cluster, mode, mode_options, profile, seed, duration_s, warmup_s)
+    """Run one flow of ``cls`` through the DES, on the scenario's topology cut to
+    :func:`probe_size`, and measure its per-unit costs."""
+    size = probe_size(cluster, containers_per_host)
+    result = _run(cls, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s)
     if cls.workload == "udp_stream" and cls.rate_bps == 0.0 and result.lost:
         paced = replace(cls, rate_bps=result.probe.rate_per_s * 8 * PACED_FRACTION)
-        again = _run(paced, cluster, mode, mode_options, profile, seed, duration_s, warmup_s)
+        again = _run(paced, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s)
         again.probe.cls = cls
         again.probe.rate_per_s = result.probe.rate_per_s
         again.probe.wall_s += result.probe.wall_s
@@ -132,18 +147,25 @@ class _Outcome:
     lost: bool
 
 
-def _slots(cls: FlowClass, cluster: ClusterSpec) -> tuple[tuple[int, int], tuple[int, int], int]:
-    """(client slot, server slot, hosts) of the probe: distinct application cores everywhere."""
+def probe_size(cluster: ClusterSpec, containers_per_host: int) -> tuple[int, int]:
+    """(hosts, containers per host) of the probe topology: the scenario's own, up to
+    :data:`PROBE_MAX_HOSTS` hosts and :data:`PROBE_MAX_CONTAINERS` containers in all (a flat
+    overlay's static tables grow as containers², see :mod:`perfsim.fluid`)."""
+    hosts = min(cluster.hosts, PROBE_MAX_HOSTS)
+    return hosts, max(1, min(containers_per_host, PROBE_MAX_CONTAINERS // hosts))
+
+
+def _slots(cls: FlowClass) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(client slot, server slot) of the probe flow."""
     if cls.relation == "cross-host":
-        return (0, 0), (1, 1), 2
-    hosts = min(cluster.hosts, 2)
+        return (0, 0), (1, 0)
     if cls.relation == "same-host":
-        return (0, 0), (0, 1), hosts
-    return (0, 0), (0, 0), hosts
+        return (0, 0), (0, 1)
+    return (0, 0), (0, 0)
 
 
 def _run(
-    cls: FlowClass, cluster: ClusterSpec, mode: str, mode_options: dict[str, Any], profile: str,
+    cls: FlowClass, cluster: ClusterSpec, size: tuple[int, int], mode: str, mode_options: dict[str, Any], profile: str,
     seed: int, duration_s: float, warmup_s: float,
 ) -> _Outcome:
     import time
@@ -151,23 +173,29 @@ def _run(
     from perfsim.experiment.simulate import cluster_profile
 
     wall0 = time.perf_counter()
-    client, server, hosts = _slots(cls, cluster)
-    spec = replace(cluster, hosts=hosts, cores=PROBE_CORES)
+    client, server = _slots(cls)
+    spec = replace(cluster, hosts=size[0], cores=PROBE_CORES)
     sim = Sim(seed=seed, profile=cluster_profile(cluster, load_profile(profile)))
     cl = build_cluster(sim, spec)
-    net = MODES[mode].build(cl, 2, **mode_options)
+    net = MODES[mode].build(cl, size[1], **mode_options)
     pools = _unique_pools(cl)
     steered: dict[tuple[str, FlowKey], int] = {}
-    for pool in pools:
-        pool.rss = _recorder(pool, steered)  # type: ignore[method-assign]
     proto = PROTO_TCP if cls.workload.startswith("tcp") else PROTO_UDP
     connect_ip, connect_port = net.target(client, server, PROBE_SERVER_PORT, proto)
+    fixed_ports = {PROBE_SERVER_PORT, connect_port, VXLAN_PORT}
+    for pool in pools:
+        pool.rss = _recorder(pool, steered, fixed_ports if cls.workload in NEW_PORT_WORKLOADS else None)  # type: ignore[method-assign]
     cep, sep = net.endpoint(*client), net.endpoint(*server)
     flow = start_workload(
         sim, cls.workload, cep, sep, cls.message_size, server_port=PROBE_SERVER_PORT,
         client_port=PROBE_CLIENT_PORT, connect_ip=connect_ip, connect_port=connect_port,
         rate_bps=cls.rate_bps, measure_from_s=0.0,
     )
+    if cls.server_sends and server != client:
+        # one datagram from the server's container before the window: what its own flows teach
+        start_workload(sim, "udp_stream", sep, cep, 64, server_port=PROBE_SERVER_PORT + 1,
+                       client_port=PROBE_CLIENT_PORT + 1, rate_bps=64 * 8 / (warmup_s / 2), stop_s=warmup_s / 2,
+                       measure_from_s=0.0)
     links = _links(cl, client[0], server[0])
     cts = {side: cl.roots[h].nf.conntrack for side, h in (("client", client[0]), ("server", server[0]))
            if cl.roots[h].nf is not None and cl.roots[h].nf.conntrack is not None}
@@ -214,7 +242,8 @@ def _run(
         if spent <= 0:
             continue
         pool_role = "shared" if cluster.testbed else sides[pool_name]
-        role = _role(pool_role, pool_name, index, app, templates, client, server)
+        role = _role(pool_role, pool_name, index, app, templates, client, server,
+                     cls.workload in NEW_PORT_WORKLOADS)
         probe.cores.append((role, spent / units))
     for (side, direction), busy in after["links"].items():
         spent = busy - before["links"][(side, direction)]
@@ -232,7 +261,7 @@ def _run(
     probe.latency_p50_s = float(row["latency_p50_s"])
     probe.latency_p99_s = float(row["latency_p99_s"])
     probe.symbols = _symbols(cl, net, client, server, connect_port)
-    probe.addressing = _addressing(net, mode)
+    probe.addressing = addressing(cluster, mode, mode_options)
     probe.wall_s = time.perf_counter() - wall0
     return _Outcome(probe, lost=after["dropped"] > before["dropped"])
 
@@ -244,11 +273,17 @@ def _unique_pools(cl: Any) -> list[Any]:
     return list(seen.values())
 
 
-def _recorder(pool: Any, steered: dict[tuple[str, FlowKey], int]) -> Any:
-    """A replacement for ``pool.rss`` giving each distinct 5-tuple a core of its own."""
+def _recorder(pool: Any, steered: dict[tuple[str, FlowKey], int], fixed_ports: set[int] | None) -> Any:
+    """A replacement for ``pool.rss`` giving each distinct 5-tuple a core of its own.  With
+    ``fixed_ports`` (a workload that opens a connection per transaction from the next ephemeral
+    port), every other port is read as the client's port: one role for all the connections."""
     n = len(pool.cores)
 
     def rss(key: FlowKey) -> Any:
+        if fixed_ports is not None:
+            key = FlowKey(key.src_ip, key.dst_ip, key.proto,
+                          key.sport if key.sport in fixed_ports or key.sport == 0 else PROBE_CLIENT_PORT,
+                          key.dport if key.dport in fixed_ports or key.dport == 0 else PROBE_CLIENT_PORT)
         idx = steered.get((pool.host, key))
         if idx is None:
             used = sum(1 for (p, _k) in steered if p == pool.host)
@@ -287,10 +322,11 @@ def _templates(steered: dict[tuple[str, FlowKey], int], symbols: dict[str, int],
 
 
 def _role(pool_role: str, pool_name: str, index: int, app: dict[tuple[str, int], str],
-          templates: dict[tuple[str, int], KeyTemplate], client: tuple[int, int], server: tuple[int, int]) -> Role:
+          templates: dict[tuple[str, int], KeyTemplate], client: tuple[int, int], server: tuple[int, int],
+          spread: bool) -> Role:
     t = templates.get((pool_name, index))
     if t is not None:
-        return Role(pool_role, "steer", template=t)
+        return Role(pool_role, "spread" if spread and t.uses("cport") else "steer", template=t)
     # the application cores: on a cluster the side's own host; on the testbed the shared pool
     for side in ("client", "server"):
         if (side, index) in app and (pool_role in ("shared", side) or client[0] == server[0]):
@@ -298,9 +334,32 @@ def _role(pool_role: str, pool_name: str, index: int, app: dict[tuple[str, int],
     return Role(pool_role, "fixed", index=index)
 
 
-def _addressing(net: Any, mode: str) -> tuple[int, int, int]:
-    """(a, b, c) with container address = a + b·host + c·container, from the probe's slots."""
-    eps = net.endpoints
+def validate_size(cluster: ClusterSpec, containers_per_host: int, mode: str, mode_options: dict[str, Any]) -> None:
+    """The checks the mode's builder makes on the full cluster, without building it: the
+    overlay's and the routed modes' address room for every host, containers per host."""
+    from types import SimpleNamespace
+
+    from perfsim.errors import check_number
+    from perfsim.topology.overlay_mode import overlay_subnet
+    from perfsim.topology.routed_mode import MAX_CONTAINERS, pod_subnet
+
+    if mode == "overlay":
+        overlay_subnet(cluster.hosts, mode_options.get("subnet"))
+        check_number("containers_per_host", containers_per_host, low=1, high=253, integer=True)
+    elif mode in ("routed", "ipip"):
+        pod_subnet(SimpleNamespace(hosts=range(cluster.hosts)), mode, mode_options.get("pod_cidr"))  # type: ignore[arg-type]
+        check_number("containers_per_host", containers_per_host, low=1, high=MAX_CONTAINERS, integer=True)
+    else:  # no table grows with the hosts: one host with every container is cheap to build
+        cl = build_cluster(Sim(), replace(cluster, hosts=1, cores=1, testbed=False))
+        MODES[mode].build(cl, containers_per_host, **mode_options)
+
+
+def addressing(cluster: ClusterSpec, mode: str, mode_options: dict[str, Any]) -> tuple[int, int, int]:
+    """(a, b, c) with container address = a + b·host + c·container, read from the mode's
+    builder on two hosts of two containers (checked on the fourth)."""
+    hosts = min(cluster.hosts, 2)
+    cl = build_cluster(Sim(), replace(cluster, hosts=hosts, cores=1))
+    eps = MODES[mode].build(cl, 2, **mode_options).endpoints
     a = eps[(0, 0)].ip
     c = eps[(0, 1)].ip - a if (0, 1) in eps else 0
     b = eps[(1, 0)].ip - a if (1, 0) in eps else 0

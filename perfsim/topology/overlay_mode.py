@@ -41,6 +41,23 @@ from perfsim.units import MIN_IPV4_MTU, VXLAN_OVERHEAD_BYTES
 OVERLAY_NET = 0x0A010000  # 10.1.0.0/16
 OVERLAY_PLEN = 16
 OVERLAY_VNI = 4096
+OVERLAY_WIDE_NET = 0x0A400000  # 10.64.0.0/10: a /24 for each of up to 16384 hosts
+OVERLAY_WIDE_PLEN = 10
+
+
+def overlay_subnet(hosts: int, subnet: str | None) -> tuple[int, int]:
+    """The overlay's (network, prefix length): ``subnet`` checked to hold a /24 per host, or the
+    default — 10.1.0.0/16 up to 256 hosts, 10.64.0.0/10 beyond (Docker swarm's default overlay
+    is a single /24; a cluster-wide overlay with a /24 per node is what Flannel does)."""
+    if subnet is None:
+        if hosts <= 256:
+            return OVERLAY_NET, OVERLAY_PLEN
+        if hosts > 1 << (24 - OVERLAY_WIDE_PLEN):
+            raise ConfigError("hosts", hosts, f"<= {1 << (24 - OVERLAY_WIDE_PLEN)} for an overlay (one /24 per host)")
+        return OVERLAY_WIDE_NET, OVERLAY_WIDE_PLEN
+    base, plen = parse_subnet("mode_options.subnet", subnet)
+    check_room("mode_options.subnet", subnet, (base, plen), hosts << 8, f"{hosts} hosts (one /24 per host)")
+    return base, plen
 
 
 def build_overlay(
@@ -48,7 +65,7 @@ def build_overlay(
     subnet: str | None = None, mtu_bytes: int | None = None,
 ) -> ModeNetwork:
     """One overlay network spanning every host; containers at <h-th /24 of subnet>.<c+2>
-    (10.1.<h>.<c+2>/16 by default).
+    (10.1.<h>.<c+2>/16 by default; see :func:`overlay_subnet`).
 
     ``learning``: flood-and-learn instead of the pre-populated neighbour entries and FDB.
     ``subnet``: the overlay network; ``mtu_bytes``: the inner MTU (<= underlay MTU - 50).
@@ -57,14 +74,7 @@ def build_overlay(
     if not isinstance(learning, bool):
         raise ConfigError("mode_options.learning", learning, "True or False")
     check_number("containers_per_host", containers_per_host, low=1, high=253, integer=True)
-    hosts = len(cl.hosts)
-    if subnet is None:
-        if hosts > 256:
-            raise ConfigError("hosts", hosts, "<= 256 for an overlay (10.1.<h>.0/24 per host)")
-        base, plen = OVERLAY_NET, OVERLAY_PLEN
-    else:
-        base, plen = parse_subnet("mode_options.subnet", subnet)
-        check_room("mode_options.subnet", subnet, (base, plen), hosts << 8, f"{hosts} hosts (one /24 per host)")
+    base, plen = overlay_subnet(len(cl.hosts), subnet)
     max_mtu = cl.spec.mtu_bytes - VXLAN_OVERHEAD_BYTES
     if max_mtu < MIN_IPV4_MTU:
         raise ConfigError("mtu_bytes", cl.spec.mtu_bytes, f">= {68 + VXLAN_OVERHEAD_BYTES} for an overlay (50 B of VXLAN headers)")
