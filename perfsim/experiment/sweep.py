@@ -50,8 +50,8 @@ from perfsim.experiment.output import write_atomic, write_frame
 from perfsim.experiment.parquet_store import PointStore
 from perfsim.experiment.sweep_spec import SPEC_ENGINES, Point, SweepSpec, run_spec
 
-AVAILABLE_ENGINES = ("des",)
-"""Engines :func:`run_point` can run now (the fluid engine is being added separately)."""
+AVAILABLE_ENGINES = ("des", "fluid", "auto")
+"""Engines :func:`run_point` can run."""
 METRICS = ("throughput_gbps", "pps", "transactions_per_s", "latency_p50_us", "latency_p99_us", "cpu_s_per_gb",
            "drops")
 ROW_COLUMNS = ("workload", "type", "client", "server", "streams", "message_size", *METRICS)
@@ -82,28 +82,29 @@ def run_point(params: dict[str, Any], seed: int, engine: str) -> list[dict[str, 
     :data:`ROW_COLUMNS`.  Raises (ConfigError, RoutingError ...) when the point cannot run."""
     check_engine(engine)
     if set(params) == {"scenario"}:
-        return _scenario_rows(params["scenario"], seed)
+        return _scenario_rows(params["scenario"], seed, engine)
     if set(params) == {"run"}:
-        return _run_rows(params["run"], seed)
+        return _run_rows(params["run"], seed, engine)
     raise ConfigError("params", sorted(params), "a mapping with one key, scenario or run")
 
 
-def _scenario_rows(mapping: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    from perfsim.experiment.simulate import simulate
-    from perfsim.scenario.cli import summary_frame
+def _scenario_rows(mapping: dict[str, Any], seed: int, engine: str) -> list[dict[str, Any]]:
+    from perfsim.scenario.cli import simulate_with, summary_frame
     from perfsim.scenario.compile import check
     from perfsim.scenario.load import load_dict
 
     scenario = load_dict({**mapping, "seed": seed})
-    out = simulate(check(scenario).experiment)
+    out = simulate_with(check(scenario).experiment, engine)
     frame = summary_frame(scenario, out).rename(columns={"name": "workload"})
     return [{k: r[k] for k in ROW_COLUMNS} for r in frame.to_dict("records")]
 
 
-def _run_rows(mapping: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+def _run_rows(mapping: dict[str, Any], seed: int, engine: str) -> list[dict[str, Any]]:
+    from dataclasses import replace
+
     from perfsim.experiment.run import run
 
-    spec = run_spec(mapping, seed)
+    spec = replace(run_spec(mapping, seed), engine=engine)
     s = run(spec).summary()
     return [{"workload": spec.workload, "type": spec.workload, "client": None, "server": None,
              "streams": spec.streams, "message_size": spec.message_bytes, **{m: s[m] for m in METRICS}}]

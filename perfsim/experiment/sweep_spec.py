@@ -6,7 +6,7 @@ A spec names a **base** and the **factors** to vary over it::
     name: overlay-scale            # default: the file's stem; output results/sweep/<name>
     base: ../examples/minimal.yaml # a scenario file (relative to this file) ...
     # base: {mode: host, workload: tcp_stream, streams: 1, hosts: 2}   # ... or a compare-style run
-    engine: des                    # des | fluid | auto (only des runs for now)
+    engine: des                    # des | fluid | auto
     replications: 3                # seeds s0, s0+1, s0+2 (s0: the base's seed) -- or seeds: [1, 7]
     modes: [host, bridge, overlay] # a factor over the network mode: one row per mode
     set: {duration_s: 0.01}        # fixed overrides of the base

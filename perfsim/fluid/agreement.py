@@ -22,7 +22,7 @@ from perfsim.topology.modes import MODES
 GRID_WORKLOADS = ("tcp_stream", "udp_stream")
 GRID_FLOWS = (1, 4, 16, 64)
 GRID_HOSTS = (2, 4, 8)
-GRID_DURATION_S = 0.1
+GRID_DURATION_S = 0.2
 """Simulated seconds per point, the first half warm-up: TCP senders sharing a core take tens of
 ms to fill their socket buffers (4 MiB each), a transient the steady-state fluid engine does not
 have."""

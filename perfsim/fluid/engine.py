@@ -44,7 +44,7 @@ from perfsim.errors import ConfigError
 from perfsim.fluid.flows import FlowSet
 from perfsim.fluid.keys import hash_keys, rss_cores
 from perfsim.fluid.maxmin import maxmin_rates
-from perfsim.fluid.probe import FlowClass, PathProbe, Role, probe_class, validate_size
+from perfsim.fluid.probe import PROBE_SERVER_PORT, FlowClass, PathProbe, Role, probe_class, validate_size
 from perfsim.topology.cluster import FABRIC_NET, ClusterSpec
 
 RR_ITERATIONS = 200
@@ -79,8 +79,11 @@ def solve(
     seed: int = 0,
     duration_s: float = 0.05,
     warmup_s: float = 0.01,
+    publish: tuple[tuple[tuple[int, int], int, int, int], ...] = (),
 ) -> FluidSolution:
-    """Steady-state rates of ``flows`` on ``cluster`` in ``mode`` (see the module docstring)."""
+    """Steady-state rates of ``flows`` on ``cluster`` in ``mode`` (see the module docstring).
+    ``publish``: published ports ((host, container), host port, container port, protocol),
+    applied to every probe topology where their container exists."""
     t0 = time.perf_counter()
     n = len(flows)
     if n == 0:
@@ -92,13 +95,15 @@ def solve(
     server_sends = np.isin(flows.server_host * span + flows.server_container,
                            flows.client_host * span + flows.client_container)
     keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
-                         "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends})
+                         "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends,
+                         "server_port": flows.server_port if publish else np.full(n, PROBE_SERVER_PORT)})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
     validate_size(cluster, containers_per_host, mode, mode_options)
     probes = [
-        probe_class(FlowClass(str(w), int(m), str(r), float(b), bool(ss)), cluster=cluster,
-                    containers_per_host=containers_per_host, mode=mode, mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s)
-        for (w, m, r, b, ss) in uniques
+        probe_class(FlowClass(str(w), int(m), str(r), float(b), bool(ss), int(port)), cluster=cluster,
+                    containers_per_host=containers_per_host, mode=mode, mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s,
+                    publish=publish)
+        for (w, m, r, b, ss, port) in uniques
     ]
     t_probe = time.perf_counter()
     k = cluster.cores

@@ -66,6 +66,9 @@ class FlowClass:
     relation: str
     rate_bps: float = 0.0
     server_sends: bool = False
+    server_port: int = 5001
+    """The port the probe flow's server listens on: a scenario's own port where published ports
+    exist (a DNAT rule's position in the DOCKER chain sets what a new connection pays)."""
     """The server's container is also a client of some flow: its own traffic has taught the
     bridges its MAC (otherwise a one-way stream towards it is flooded to every port, as Linux
     does for a destination its FDB has not learned)."""
@@ -126,14 +129,16 @@ def probe_class(
     seed: int,
     duration_s: float,
     warmup_s: float,
+    publish: tuple[Any, ...] = (),
 ) -> PathProbe:
     """Run one flow of ``cls`` through the DES, on the scenario's topology cut to
-    :func:`probe_size`, and measure its per-unit costs."""
+    :func:`probe_size` (with the ``publish`` entries whose container it has), and measure its
+    per-unit costs."""
     size = probe_size(cluster, containers_per_host)
-    result = _run(cls, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s)
+    result = _run(cls, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s, publish)
     if cls.workload == "udp_stream" and cls.rate_bps == 0.0 and result.lost:
         paced = replace(cls, rate_bps=result.probe.rate_per_s * 8 * PACED_FRACTION)
-        again = _run(paced, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s)
+        again = _run(paced, cluster, size, mode, mode_options, profile, seed, duration_s, warmup_s, publish)
         again.probe.cls = cls
         again.probe.rate_per_s = result.probe.rate_per_s
         again.probe.wall_s += result.probe.wall_s
@@ -166,7 +171,7 @@ def _slots(cls: FlowClass) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def _run(
     cls: FlowClass, cluster: ClusterSpec, size: tuple[int, int], mode: str, mode_options: dict[str, Any], profile: str,
-    seed: int, duration_s: float, warmup_s: float,
+    seed: int, duration_s: float, warmup_s: float, publish: tuple[Any, ...] = (),
 ) -> _Outcome:
     import time
 
@@ -178,22 +183,25 @@ def _run(
     sim = Sim(seed=seed, profile=cluster_profile(cluster, load_profile(profile)))
     cl = build_cluster(sim, spec)
     net = MODES[mode].build(cl, size[1], **mode_options)
+    for slot, host_port, container_port, proto_ in publish:
+        if slot[0] < size[0] and slot[1] < size[1]:
+            net.publish(slot[0], slot[1], host_port, container_port, proto_)  # type: ignore[attr-defined]
     pools = _unique_pools(cl)
     steered: dict[tuple[str, FlowKey], int] = {}
     proto = PROTO_TCP if cls.workload.startswith("tcp") else PROTO_UDP
-    connect_ip, connect_port = net.target(client, server, PROBE_SERVER_PORT, proto)
-    fixed_ports = {PROBE_SERVER_PORT, connect_port, VXLAN_PORT}
+    connect_ip, connect_port = net.target(client, server, cls.server_port, proto)
+    fixed_ports = {cls.server_port, connect_port, VXLAN_PORT}
     for pool in pools:
         pool.rss = _recorder(pool, steered, fixed_ports if cls.workload in NEW_PORT_WORKLOADS else None)  # type: ignore[method-assign]
     cep, sep = net.endpoint(*client), net.endpoint(*server)
     flow = start_workload(
-        sim, cls.workload, cep, sep, cls.message_size, server_port=PROBE_SERVER_PORT,
+        sim, cls.workload, cep, sep, cls.message_size, server_port=cls.server_port,
         client_port=PROBE_CLIENT_PORT, connect_ip=connect_ip, connect_port=connect_port,
         rate_bps=cls.rate_bps, measure_from_s=0.0,
     )
     if cls.server_sends and server != client:
         # one datagram from the server's container before the window: what its own flows teach
-        start_workload(sim, "udp_stream", sep, cep, 64, server_port=PROBE_SERVER_PORT + 1,
+        start_workload(sim, "udp_stream", sep, cep, 64, server_port=cls.server_port + 1,
                        client_port=PROBE_CLIENT_PORT + 1, rate_bps=64 * 8 / (warmup_s / 2), stop_s=warmup_s / 2,
                        measure_from_s=0.0)
     links = _links(cl, client[0], server[0])

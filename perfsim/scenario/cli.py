@@ -42,6 +42,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="table", help="table, csv or json (printed summary)")
     parser.add_argument("--testbed", action="store_true",
                         help="simulate the calibration testbed (same as hosts.testbed: true in the file)")
+    parser.add_argument("--engine", default="des",
+                        help="des (packet level), fluid (flow level) or auto (DES up to 256 flows and 512 "
+                             "containers, fluid beyond)")
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,10 +106,12 @@ def write_results(scenario: Scenario, out: Simulated, out_dir: Path, summary: pd
 
 
 def run_scenario(path: str | Path, out_dir: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None) -> tuple[Scenario, pd.DataFrame, dict[str, Path]]:
+                 overrides: dict[str, Any] | None = None,
+                 engine: str = "des") -> tuple[Scenario, pd.DataFrame, dict[str, Path]]:
     """Load, check, simulate and write one scenario file; return (scenario, summary, paths).
 
-    ``overrides`` replaces top-level keys of the file (e.g. ``duration_s``) before validation.
+    ``overrides`` replaces top-level keys of the file (e.g. ``duration_s``) before validation;
+    ``engine`` is ``des``, ``fluid`` or ``auto`` (:func:`perfsim.fluid.choose_engine`).
     """
     scenario = load_file(path)
     if overrides:
@@ -114,7 +119,7 @@ def run_scenario(path: str | Path, out_dir: str | Path | None = None,
 
         scenario = dataclasses.replace(scenario, **overrides)
     checked = check(scenario)
-    out = simulate(checked.experiment)
+    out = simulate_with(checked.experiment, engine)
     target = Path(out_dir) if out_dir is not None else Path("results") / scenario.name
     summary = summary_frame(scenario, out)
     paths = write_results(scenario, out, target, summary)
@@ -122,6 +127,13 @@ def run_scenario(path: str | Path, out_dir: str | Path | None = None,
 
     paths.update(write_scenario_report(target, scenario, summary, out.stages, str(path)))
     return scenario, summary, paths
+
+
+def simulate_with(exp: Any, engine: str) -> Simulated:
+    """``exp`` on the DES or the fluid engine (``auto``: chosen by its size)."""
+    from perfsim.fluid.experiment import engine_of, simulate_fluid
+
+    return simulate(exp) if engine_of(exp, engine) == "des" else simulate_fluid(exp)
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -134,7 +146,7 @@ def run_main(args: argparse.Namespace) -> int:
 
         scenario = load_file(args.scenario)
         overrides = {"hosts": dataclasses.replace(scenario.hosts, testbed=True)}
-    _, table, paths = run_scenario(args.scenario, args.out, overrides)
+    _, table, paths = run_scenario(args.scenario, args.out, overrides, engine=args.engine)
     if args.format == "csv":
         sys.stdout.write(table.to_csv(index=False))
     elif args.format == "json":

@@ -1,0 +1,153 @@
+"""The fluid engine: what it takes from the DES, the limits it enforces, how users reach it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from perfsim.components.conntrack import ConntrackTimeouts
+from perfsim.errors import ConfigError
+from perfsim.experiment.config import RunSpec
+from perfsim.experiment.run import flow_plans, run
+from perfsim.fluid import AUTO_DES_MAX_FLOWS, choose_engine
+from perfsim.fluid.flows import flows_of_plans, flows_of_spec
+from perfsim.fluid.probe import FlowClass, probe_class
+from perfsim.topology.cluster import ClusterSpec
+
+FIELDS = ("client_host", "client_container", "server_host", "server_container", "client_port", "server_port")
+
+
+@pytest.mark.parametrize("placement", ["cross-host", "same-host"])
+@pytest.mark.parametrize("testbed", [False, True])
+def test_vectorised_flows_are_the_des_flow_plans(placement: str, testbed: bool) -> None:
+    spec = RunSpec(streams=37 if not testbed else 7, containers_per_host=5, placement=placement,
+                   cluster=ClusterSpec(hosts=3 if not testbed else 2, testbed=testbed))
+    a, b = flows_of_spec(spec), flows_of_plans(flow_plans(spec))
+    for f in FIELDS:
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_ports_stay_in_their_ranges_and_distinct_for_many_flows() -> None:
+    f = flows_of_spec(RunSpec(streams=20000, containers_per_host=100, cluster=ClusterSpec(hosts=100)))
+    assert f.client_port.min() >= 32768 and f.client_port.max() <= 60999
+    assert f.server_port.max() <= 65000
+    assert len(np.unique(f.client_port)) == 20000
+
+
+def test_the_probe_learns_roles_and_the_vxlan_outer_key() -> None:
+    p = probe_class(FlowClass("tcp_stream", 131072, "cross-host"), cluster=ClusterSpec(), containers_per_host=2,
+                    mode="overlay", mode_options={}, profile="default", seed=0, duration_s=0.02, warmup_s=0.004)
+    kinds = sorted((r.pool, r.kind) for r, _ in p.cores)
+    assert kinds == [("client", "app"), ("client", "steer"), ("server", "app"), ("server", "steer")]
+    steer = {r.pool: r.template for r, _ in p.cores if r.kind == "steer"}
+    assert steer["server"].describe() == "(chip, ship, 17, vxlan_sport((cip, sip, 6, cport, sport)), 4789)"
+    assert steer["client"].describe() == "(ship, chip, 17, vxlan_sport((sip, cip, 6, sport, cport)), 4789)"
+    # the data crosses each NIC link once: one payload byte costs 8 bits plus headers on the wire
+    tx = dict(((s, d), v) for s, d, v in p.links)[("client", "tx")]
+    assert 8 / 10e9 < tx < 8 / 10e9 * 1.1
+
+
+def test_ipip_receive_work_of_all_flows_between_two_hosts_lands_on_one_core_overlay_spreads() -> None:
+    """RSS imbalance: an IP-in-IP outer header has no ports, a VXLAN one has a source port per
+    inner flow; the fluid engine finds the same receive core as the DES (same hash, same keys)."""
+    cl = ClusterSpec(hosts=2, nic_rate_bps=100e9)
+    spec = RunSpec(mode="ipip", streams=16, containers_per_host=8, cluster=cl, duration_s=0.02, warmup_s=0.004,
+                   engine="fluid")
+    fluid, des = run(spec), run(replace(spec, engine="des"))
+    hot = set(fluid.cores.query("utilisation > 0.999")[["host", "core"]].itertuples(index=False))
+    assert len(hot) == 2  # one receive core per host does every flow's decapsulation
+    assert hot == set(des.cores.query("utilisation > 0.95")[["host", "core"]].itertuples(index=False))
+    overlay = run(replace(spec, mode="overlay"))
+    assert (overlay.cores["utilisation"] > 0.999).sum() > 2
+    assert overlay.summary()["throughput_gbps"] > 1.4 * fluid.summary()["throughput_gbps"]
+
+
+def test_the_nic_becomes_the_bottleneck_and_overlay_still_costs_more_cpu_per_gb() -> None:
+    rows = {}
+    for mode in ("host", "overlay"):
+        r = run(RunSpec(mode=mode, streams=32, containers_per_host=16, engine="fluid",
+                        cluster=ClusterSpec(hosts=2, cores=16, nic_rate_bps=10e9)))
+        assert r.links["utilisation"].max() == pytest.approx(1.0)
+        assert r.cores["utilisation"].max() < 1.0
+        rows[mode] = r.summary()
+    # host: 1448 B of payload per 1538 B on the wire (MSS, TCP/IP + Ethernet + preamble/gap)
+    assert rows["host"]["throughput_gbps"] == pytest.approx(2 * 10 * 1448 / 1538, rel=0.01)
+    assert rows["overlay"]["throughput_gbps"] < rows["host"]["throughput_gbps"]
+    assert rows["overlay"]["cpu_s_per_gb"] > rows["host"]["cpu_s_per_gb"]
+
+
+def test_conntrack_limits_connection_rate_to_table_size_over_entry_lifetime() -> None:
+    """4 tcp_crr flows between 2 hosts (each host client of 2, server of 2): host mode tracks a
+    connection once per host, entries live TIME_WAIT = 1 s, so a 1000-entry table admits 1000
+    connections/s per host: 250/s per flow, far below what the CPU allows."""
+    cl = ClusterSpec(hosts=2, nf_conntrack_max=1000, conntrack_timeouts=ConntrackTimeouts(tcp_time_wait_s=1.0))
+    spec = RunSpec(mode="host", workload="tcp_crr", streams=4, containers_per_host=2, cluster=cl, engine="fluid")
+    r = run(spec)
+    assert r.flows["transactions_per_s"].to_numpy() == pytest.approx([250.0] * 4, rel=1e-6)
+    assert r.tables["full"].all()
+    free = run(replace(spec, cluster=replace(cl, nf_conntrack_max=262144)))
+    assert free.flows["transactions_per_s"].min() > 1000
+
+
+def test_same_seed_same_result_and_auto_picks_by_size() -> None:
+    spec = RunSpec(mode="bridge", placement="cross-host", streams=8, containers_per_host=4, engine="fluid")
+    a, b = run(spec), run(spec)
+    assert a.flows["bytes"].tolist() == b.flows["bytes"].tolist()
+    assert choose_engine(AUTO_DES_MAX_FLOWS, 10) == "des"
+    assert choose_engine(AUTO_DES_MAX_FLOWS + 1, 10) == "fluid"
+    assert choose_engine(10, 10_000) == "fluid"
+    assert RunSpec(streams=4, engine="auto").resolved_engine == "des"
+    big = RunSpec(streams=1000, containers_per_host=10, cluster=ClusterSpec(hosts=100), engine="auto")
+    assert big.resolved_engine == "fluid"
+
+
+def test_bad_engine_and_too_large_overlay_are_clear_errors() -> None:
+    with pytest.raises(ConfigError, match="engine"):
+        RunSpec(engine="warp")
+    spec = RunSpec(mode="overlay", streams=10, containers_per_host=1, cluster=ClusterSpec(hosts=20000), engine="fluid")
+    with pytest.raises(ConfigError, match="hosts"):
+        run(spec)
+
+
+def _perfsim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "perfsim.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_compare_engine_fluid_with_flows_per_container(tmp_path) -> None:
+    p = _perfsim("compare", "--engine", "fluid", "--modes", "overlay", "--hosts", "10", "--containers-per-host", "5",
+                 "--streams", "2", "--workload", "tcp_stream", "--format", "csv", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(p.stdout))
+    assert table["streams"].tolist() == [100]
+    assert table["engine"].tolist() == ["fluid"]
+    assert table["throughput_gbps"].iloc[0] > 0
+    bad = _perfsim("compare", "--engine", "warp", "--out", str(tmp_path))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "engine" in bad.stderr
+
+
+def test_scenario_file_runs_on_the_fluid_engine(tmp_path) -> None:
+    p = _perfsim("run", "examples/overlay_16_hosts.yaml", "--engine", "fluid", "--format", "csv", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "summary.csv").exists()
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 17  # header + 16 ring workloads
+
+
+def test_sweep_point_runs_on_the_fluid_engine() -> None:
+    from perfsim.experiment.sweep import run_point
+    from perfsim.experiment.sweep_spec import RUN_DEFAULTS
+
+    params = {**RUN_DEFAULTS, "mode": "overlay", "workload": "tcp_stream", "streams": 4, "hosts": 2, "containers_per_host": 2, "warmup_s": 0.004,
+              "placement": "cross-host"}
+    fluid = run_point({"run": params}, 0, "fluid")
+    des = run_point({"run": params}, 0, "des")
+    assert fluid[0]["throughput_gbps"] > 0
+    assert fluid[0]["throughput_gbps"] != des[0]["throughput_gbps"]  # really another engine
