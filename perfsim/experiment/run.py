@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,8 @@ class Result:
     """The engine that produced the result: ``des`` or ``fluid``."""
     latency_quantiles_s: tuple[float, float] | None = None
     """Fluid engine: (p50, p99) latency over flows (it has per-flow estimates, not samples)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Fluid engine: wall seconds of its phases (probe, build, solve)."""
 
     def summary(self) -> dict[str, Any]:
         """One row in :data:`SUMMARY_COLUMNS` (plus a few extras) for ``perfsim compare``."""
@@ -151,6 +153,6 @@ def run_fluid(spec: RunSpec) -> Result:
     return Result(
         spec=spec, flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links, drops=drops,
         tables=sol.conntrack, accounting={}, latencies_s=np.empty(0), wall_s=sol.wall_s,
-        sim_events=0, engine="fluid",
+        sim_events=0, engine="fluid", timings=sol.timings,
         latency_quantiles_s=(float(np.nanmedian(f["latency_p50_s"])), float(np.nanpercentile(f["latency_p99_s"], 99))),
     )
