@@ -118,44 +118,62 @@ def solve(
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     data: list[np.ndarray] = []
+    part: list[str] = []
     cap = np.empty(n)
     unit_is_byte = np.empty(n, dtype=bool)
+    greedy = np.zeros(n, dtype=bool)
     for ci, probe in enumerate(probes):
         idx = np.flatnonzero(codes == ci)
         cap[idx] = probe.rate_per_s
         unit_is_byte[idx] = probe.unit == "byte"
+        is_greedy = probe.cls.workload == "udp_stream" and probe.cls.rate_bps == 0.0
+        greedy[idx] = is_greedy
         sub = {s: v[idx] for s, v in values.items()}
         for role, demand in probe.cores:
             if role.kind == "spread":
                 base = _pool_of(role, flows, idx) * k
                 for core in range(k):
+                    part.append("soft" if is_greedy else "full")
                     rows.append(base + core)
                     cols.append(idx)
                     data.append(np.full(idx.size, demand / k))
                 continue
+            part.append(_part(role) if is_greedy else "full")
             rows.append(_core_resource(role, flows, idx, sub, cluster, rss_keys))
             cols.append(idx)
             data.append(np.full(idx.size, demand))
         for side, direction, demand in probe.links if has_links else ():
             host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
+            part.append("soft" if is_greedy else "full")
             rows.append(n_core_res + 2 * host + (0 if direction == "tx" else 1))
             cols.append(idx)
             data.append(np.full(idx.size, demand))
         for side, entries in probe.conntrack:
             host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
+            part.append("soft" if is_greedy else "full")
             rows.append(n_core_res + n_link_res + host)
             cols.append(idx)
             data.append(np.full(idx.size, entries))
-    demand = sp.csr_matrix(
-        (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(n_res, n)
-    )
+    which = np.repeat(np.array(part), [d.size for d in data])
+    all_rows, all_cols, all_data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
+
+    def matrix(*parts: str) -> sp.csr_matrix:
+        sel = np.isin(which, parts)
+        return sp.csr_matrix((all_data[sel], (all_rows[sel], all_cols[sel])), shape=(n_res, n))
+
+    demand = matrix("full", "soft", "send", "copy")
     capacity = np.ones(n_res)
     lifetime_s = (cluster.conntrack_timeouts or ConntrackTimeouts()).tcp_time_wait_s
     capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / lifetime_s
     t_build = time.perf_counter()
-    rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes, n_core_res + n_link_res)
+    n_timed = n_core_res + n_link_res
+    if greedy.any():
+        rates, util = _greedy_udp(matrix("soft"), matrix("full", "send"), matrix("copy"), capacity, cap, greedy)
+        _, wait = _closed_loop(demand, capacity, rates, unit_is_byte, probes, codes, n_timed, solve=False)
+    else:
+        rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes, n_timed)
+        util = np.asarray(demand @ rates).ravel()
     t_solve = time.perf_counter()
-    util = np.asarray(demand @ rates).ravel()
     window = duration_s - warmup_s
     flow_frame = _flow_frame(flows, probes, codes, rates, wait, window)
     sol = FluidSolution(
@@ -235,8 +253,63 @@ def _core_resource(role: Role, flows: FlowSet, idx: np.ndarray, values: dict[str
     return pool * k + core
 
 
+def _part(role: Role) -> str:
+    """Which part of a greedy UDP flow's work ``role`` is: the sender's ``sendmsg`` (its
+    application core, up to the NIC or, on one host, through veth and bridge to the receiving
+    socket), the receiver's ``recv`` copy, or softirq receive work (steered cores)."""
+    if role.kind == "app":
+        return "send" if role.side == "client" else "copy"
+    return "soft"
+
+
+def _greedy_udp(soft: sp.csr_matrix, jobs: sp.csr_matrix, copy: sp.csr_matrix, capacity: np.ndarray,
+                cap: np.ndarray, greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rates with unpaced UDP senders, which send as fast as their core lets them.
+
+    Softirq work (a NIC's receive path on the steered core, the wire) is done first, at the
+    rate datagrams are *offered*: on Linux it runs before the interrupted process resumes, and
+    in the DES it queues ahead of the application's next call.  What it leaves of each core is
+    shared max-min among the applications' calls: the senders' ``sendmsg`` (which sets the
+    offered rate) and the receivers' ``recv`` copies (which set the delivered rate) — and every
+    other flow's whole demand.  A receiver that copies slower than datagrams arrive drops the
+    rest at its full socket after the kernel has paid for them; a softirq core offered more
+    than it can do drops at its backlog before doing the work.  Iterated to a fixed point of
+    the offered rates.  Returns (delivered rates, resource utilisation)."""
+    n = len(cap)
+    soft_csc = soft.tocsc()
+    joint = sp.hstack([jobs, copy], format="csr")
+    offered = np.where(greedy, cap, 0.0)
+    for _ in range(RR_ITERATIONS):
+        load = np.asarray(soft @ offered).ravel()
+        scale = np.where(load > capacity, capacity / np.maximum(load, 1e-300), 1.0)
+        processed = offered * _column_min(soft_csc, scale)
+        residual = np.maximum(capacity - np.minimum(load, capacity), 0.0)
+        x = maxmin_rates(joint, residual, np.concatenate([np.where(greedy, np.inf, cap),
+                                                          np.where(greedy, processed, 0.0)]))
+        new = np.where(greedy, x[:n], 0.0)
+        done = np.max(np.abs(new - offered) / np.maximum(offered, 1e-300)) < 1e-4
+        offered = 0.5 * (offered + new)
+        if done:
+            break
+    rates = np.where(greedy, np.minimum(x[n:], processed), x[:n])
+    load = np.minimum(np.asarray(soft @ offered).ravel(), capacity)
+    return rates, load + np.asarray(joint @ x).ravel()
+
+
+def _column_min(csc: sp.csc_matrix, values: np.ndarray) -> np.ndarray:
+    """For each column, the smallest ``values[row]`` over its non-zero rows (1 if none)."""
+    out = np.ones(csc.shape[1])
+    lens = np.diff(csc.indptr)
+    has = lens > 0
+    if csc.nnz:
+        v = values[csc.indices]
+        out[has] = np.minimum.reduceat(v, csc.indptr[:-1][has])
+    return out
+
+
 def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, unit_is_byte: np.ndarray,
-                 probes: Sequence[PathProbe], codes: np.ndarray, n_timed: int) -> tuple[np.ndarray, np.ndarray]:
+                 probes: Sequence[PathProbe], codes: np.ndarray, n_timed: int,
+                 solve: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Max-min rates, request/response flows capped by ``1 / (RTT alone + wait)``.
 
     The wait of a flow is ``sum_r d_rf · u_r / (1 - u_r)`` over the cores and links (the first
@@ -263,7 +336,7 @@ def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, u
             if done:
                 break
         cap = np.where(rr, rates, cap)
-    rates = maxmin_rates(demand, capacity, cap)
+    rates = maxmin_rates(demand, capacity, cap) if solve else cap
     wait = wait_at(rates)
     seg = np.array([1.0 / p.packets_per_unit if p.unit == "byte" and p.packets_per_unit > 0 else 1.0
                     for p in probes])[codes]

@@ -1,0 +1,34 @@
+"""Fluid vs DES throughput on a sample of the small-scenario grid (the whole grid:
+``benchmarks/fluid_agreement.py``): every mode in its default placement, both stream workloads,
+flows and hosts taken in turn from the grid's values."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from perfsim.fluid.agreement import TOLERANCE, compare_point, grid
+from perfsim.topology.modes import MODES
+
+SIZES = [(4, 2), (16, 4), (1, 8), (4, 8), (16, 2), (4, 4)]
+"""(flows, hosts), taken in turn by the sampled points."""
+
+
+def _sample() -> list:
+    out = []
+    cycle = itertools.cycle(SIZES)
+    for mode in MODES:
+        for wl in ("tcp_stream", "udp_stream"):
+            flows, hosts = next(cycle)
+            spec = next(s for s in grid([mode], workloads=[wl], flows=[flows], hosts=[hosts])
+                        if s.placement == MODES[mode].default_placement)
+            out.append(pytest.param(spec, id=f"{mode}-{wl}-{flows}x{hosts}"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", _sample())
+def test_fluid_throughput_within_5_percent_of_the_des(spec) -> None:
+    row = compare_point(spec)
+    assert abs(row["error"]) <= TOLERANCE, row
