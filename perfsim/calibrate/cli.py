@@ -47,6 +47,7 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="default", help="built-in profile name or YAML file")
+    p.add_argument("--engine", default="des", help="des, fluid or auto: the engine that simulates each configuration")
     p.add_argument("--raw", default=None, help="stored raw measurements (default: the profile's own <name>.raw.csv)")
     p.add_argument("--measure", action="store_true", help="measure the real kernel now instead of using stored data")
     p.add_argument("--quick", action="store_true", help="with --measure: the quick plan")
@@ -183,7 +184,11 @@ def validate_main(args: argparse.Namespace) -> int:
     else:
         raw_file = args.raw or _default_raw(args.profile)
         raw = _read_raw(raw_file)
-    table = compare_measured(medians(raw), args.profile, workers=args.workers, progress=True)
+    from perfsim.experiment.config import ENGINES
+
+    if args.engine not in ENGINES:
+        raise ConfigError("--engine", args.engine, f"one of {', '.join(ENGINES)}")
+    table = compare_measured(medians(raw), args.profile, workers=args.workers, progress=True, engine=args.engine)
     shown = table[~table["training"]] if args.held_out else table
     print(format_table(shown))
     print()

@@ -167,8 +167,11 @@ def simulated_metrics(result: Result) -> dict[str, float]:
         out["connection_rate"] = float(flows["transactions"].sum()) / window
     if wl in ("tcp_rr", "udp_rr", "tcp_crr"):
         lat = result.latencies_s
-        out["latency_s"] = float(np.percentile(lat, 50)) if lat.size else float("nan")
-        out["latency_p99_s"] = float(np.percentile(lat, 99)) if lat.size else float("nan")
+        if result.latency_quantiles_s is not None:  # the fluid engine: per-flow estimates
+            out["latency_s"], out["latency_p99_s"] = result.latency_quantiles_s
+        else:
+            out["latency_s"] = float(np.percentile(lat, 50)) if lat.size else float("nan")
+            out["latency_p99_s"] = float(np.percentile(lat, 99)) if lat.size else float("nan")
     return out
 
 

@@ -122,12 +122,18 @@ def with_constants(profile: Profile, theta: Mapping[Param, float], name: str = "
     return Profile.from_dict(data, name)
 
 
-def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float | None = DEFAULT_DURATION_S) -> Simulated:
+def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float | None = DEFAULT_DURATION_S,
+                    engine: str = "des") -> Simulated:
     """Simulate one configuration and linearise it (see the module docstring): a stream's row
     counts the work of its busiest core, a request/response's the work of every core plus the
     wake-ups of idle cores on its critical path; either is divided by the share of the time
-    that work explains."""
+    that work explains.  On the fluid ``engine`` only the metrics are returned (no design row:
+    the fit needs the DES's per-core counts)."""
     spec = run_spec(row, profile=profile_path, duration_s=duration_s)
+    if engine != "des":
+        from dataclasses import replace
+
+        return Simulated(config_id(row), simulated_metrics(run(replace(spec, engine=engine))))
     result = run(spec, count_by_core=True)
     window = spec.duration_s - result.measured_from_s
     units = fit_units(result)
@@ -171,7 +177,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
     return Simulated(config_id(row), simulated_metrics(result), {k: v / util for k, v in x.items()})
 
 
-def _simulate_task(args: tuple[dict[str, Any], str, float | None]) -> Simulated:
+def _simulate_task(args: tuple[dict[str, Any], str, float | None, str]) -> Simulated:
     return simulate_config(*args)
 
 
@@ -181,10 +187,11 @@ def simulate_many(
     duration_s: float | None = DEFAULT_DURATION_S,
     workers: int | None = None,
     desc: str | None = None,
+    engine: str = "des",
 ) -> list[Simulated]:
     """Simulate every configuration (in ``workers`` processes), in order, with a progress bar
     on stderr when ``desc`` is given."""
-    tasks = [(dict(r), profile_path, duration_s) for r in rows]
+    tasks = [(dict(r), profile_path, duration_s, engine) for r in rows]
     if workers is not None:
         check_number("workers", workers, low=1, high=1024, integer=True)
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))

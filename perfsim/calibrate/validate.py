@@ -28,16 +28,18 @@ def compare_measured(
     duration_s: float | None = DEFAULT_DURATION_S,
     workers: int | None = None,
     progress: bool = False,
+    engine: str = "des",
 ) -> pd.DataFrame:
     """One row per (configuration, metric) of ``measured`` (medians; a ``training`` column
-    marks what the fit saw): measured, simulated with ``profile``, error in %, within target."""
+    marks what the fit saw): measured, simulated with ``profile`` on ``engine``, error in %,
+    within target."""
     rows = measured[measured["metric"].isin(REPORTED_METRICS)].copy()
     if rows.empty:
         raise ConfigError("measurements", "no metric perfsim simulates", f"rows of metric {', '.join(REPORTED_METRICS)}")
     rows["config_id"] = [config_id(r) for r in records(rows)]
     configs = rows.drop_duplicates("config_id")[CONFIG_COLUMNS + ["config_id"]]
     sims = simulate_many(records(configs[CONFIG_COLUMNS]), profile, duration_s, workers,
-                         desc="perfsim validate" if progress else None)
+                         desc="perfsim validate" if progress else None, engine=engine)
     by_id = {s.config_id: s.metrics for s in sims}
     rows["simulated"] = [by_id[c].get(m, float("nan")) for c, m in zip(rows["config_id"], rows["metric"], strict=True)]
     rows["measured"] = rows["value"].astype(float)

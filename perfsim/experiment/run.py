@@ -153,6 +153,6 @@ def run_fluid(spec: RunSpec) -> Result:
     return Result(
         spec=spec, flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links, drops=drops,
         tables=sol.conntrack, accounting={}, latencies_s=np.empty(0), wall_s=sol.wall_s,
-        sim_events=0, engine="fluid", timings=sol.timings,
+        sim_events=0, engine="fluid", timings=sol.timings, measured_from_s=spec.warmup_s,
         latency_quantiles_s=(float(np.nanmedian(f["latency_p50_s"])), float(np.nanpercentile(f["latency_p99_s"], 99))),
     )

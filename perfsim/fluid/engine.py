@@ -13,12 +13,13 @@ Model
 3. Rates are the max-min fair share (:func:`perfsim.fluid.maxmin.maxmin_rates`) with each core
    and link a capacity of 1 busy-second per second, each flow capped by its rate alone.
    A host's conntrack table is a resource too: entries live ``tcp_time_wait_s`` after a
-   connection closes, so at most ``nf_conntrack_max / tcp_time_wait_s`` connections per
-   second can be tracked in steady state; beyond that the kernel drops new connections
+   connection closes, so at most ``nf_conntrack_max / tcp_time_wait_s`` entries per second
+   can be created in steady state — or ``nf_conntrack_max / duration_s`` in a run shorter
+   than that lifetime, whose table starts empty; beyond that the kernel drops new connections
    ("nf_conntrack: table full, dropping packet").
 4. Request/response flows are closed loops: a flow's rate is ``1 / RTT`` where the RTT is the
-   lone flow's plus an M/M/1 wait ``d·u/(1-u)`` at each resource it uses (``d`` its demand per
-   transaction, ``u`` the utilisation), iterated to a fixed point.  Latency of every flow is
+   lone flow's plus an M/M/1 wait ``d·v/(1-v)`` at each resource it uses (``d`` its demand per
+   transaction, ``v`` the utilisation by the other flows), iterated to a fixed point.  Latency of every flow is
    its lone-flow latency plus that wait (stream workloads: per segment).
 
 What it does not have: transients (warm-up, slow start, table fill-up over time: its results
@@ -164,7 +165,7 @@ def solve(
     demand = matrix("full", "soft", "send", "copy")
     capacity = np.ones(n_res)
     lifetime_s = (cluster.conntrack_timeouts or ConntrackTimeouts()).tcp_time_wait_s
-    capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / lifetime_s
+    capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / min(lifetime_s, duration_s)
     t_build = time.perf_counter()
     n_timed = n_core_res + n_link_res
     if greedy.any():
@@ -181,7 +182,7 @@ def solve(
         cores=_core_frame(util[:n_core_res], cluster, window),
         links=_link_frame(util[n_core_res:n_core_res + n_link_res], cluster, window) if has_links else pd.DataFrame(
             columns=["link", "packets", "bytes", "utilisation", "max_queue"]),
-        conntrack=_conntrack_frame(util[n_core_res + n_link_res:], cluster, lifetime_s),
+        conntrack=_conntrack_frame(util[n_core_res + n_link_res:], cluster, min(lifetime_s, duration_s)),
         stages=_stage_frame(probes, codes, rates, window),
         probes=probes,
         window_s=window,
@@ -192,7 +193,8 @@ def solve(
 
 
 def _conntrack_frame(entries_per_s: np.ndarray, cluster: ClusterSpec, lifetime_s: float) -> pd.DataFrame:
-    """Steady-state occupancy of each host's conntrack table: insert rate × entry lifetime."""
+    """Occupancy of each host's conntrack table at the end of the run: insert rate × entry
+    lifetime (or × the run, if shorter)."""
     occupancy = entries_per_s * lifetime_s
     return pd.DataFrame({
         "host": [f"h{i}" for i in range(cluster.hosts)],
@@ -312,17 +314,21 @@ def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, u
                  solve: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Max-min rates, request/response flows capped by ``1 / (RTT alone + wait)``.
 
-    The wait of a flow is ``sum_r d_rf · u_r / (1 - u_r)`` over the cores and links (the first
-    ``n_timed`` resources; a conntrack table is a limit, not a queue).  The closed loops' fixed
+    The wait of a flow is ``sum_r d_rf · v / (1 - v)`` over the cores and links (the first
+    ``n_timed`` resources; a conntrack table is a limit, not a queue), where ``v`` is the
+    utilisation of ``r`` by the *other* flows (a closed loop does not queue behind itself: the
+    arrival theorem of mean-value analysis).  The closed loops' fixed
     point is found first with matrix products only (damped iteration), then one max-min solve
     enforces every capacity.  Returns (rates, wait per flow in seconds per unit)."""
-    timed = demand[:n_timed]
-    timed_t = timed.T.tocsr()
+    timed = demand[:n_timed].tocoo()
     cap_timed = capacity[:n_timed]
+    n = len(cap)
 
     def wait_at(rates: np.ndarray) -> np.ndarray:
-        u = np.minimum(np.asarray(timed @ rates).ravel() / cap_timed, MAX_UTILISATION)
-        return np.asarray(timed_t @ (u / (1.0 - u))).ravel()
+        # what the flow finds at each resource: the others' load (it does not wait for itself)
+        u = np.bincount(timed.row, weights=timed.data * rates[timed.col], minlength=n_timed) / cap_timed
+        others = np.clip(u[timed.row] - timed.data * rates[timed.col] / cap_timed[timed.row], 0.0, MAX_UTILISATION)
+        return np.bincount(timed.col, weights=timed.data * others / (1.0 - others), minlength=n)
 
     rr = ~unit_is_byte
     if rr.any():
@@ -360,6 +366,7 @@ def _flow_frame(flows: FlowSet, probes: Sequence[PathProbe], codes: np.ndarray, 
         "bytes": units * bpu,
         "throughput_bps": rates * bpu * 8.0,
         "packets": units * ppu,
+        "datagrams": np.where(np.asarray(flows.workload == "udp_stream"), units * ppu, 0.0),
         "transactions": np.where(is_byte, 0.0, units),
         "transactions_per_s": np.where(is_byte, 0.0, rates),
         "latency_p50_s": lat50,
