@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/modes.py
 	$(BIN)/python benchmarks/maxmin.py
+	$(BIN)/python benchmarks/fluid_scale.py
+	$(BIN)/python benchmarks/fluid_agreement.py --quick
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis
