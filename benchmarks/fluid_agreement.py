@@ -12,7 +12,9 @@ import sys
 
 import pandas as pd
 
-from perfsim.fluid.agreement import GRID_DURATION_S, GRID_FLOWS, GRID_HOSTS, TOLERANCE, agreement, grid
+from concurrent.futures import ProcessPoolExecutor
+
+from perfsim.fluid.agreement import GRID_DURATION_S, GRID_FLOWS, GRID_HOSTS, TOLERANCE, compare_point, grid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,16 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=None, help="comma-separated modes (default: all)")
     ap.add_argument("--quick", action="store_true", help="1 and 16 flows on 2 and 8 hosts only")
     ap.add_argument("--duration", type=float, default=GRID_DURATION_S, help="simulated seconds per point")
+    ap.add_argument("--workers", type=int, default=1, help="points run in parallel processes")
     args = ap.parse_args(argv)
     modes = args.modes.split(",") if args.modes else None
     flows, hosts = ((1, 16), (2, 8)) if args.quick else (GRID_FLOWS, GRID_HOSTS)
     rows = []
-    for spec in grid(modes, flows=flows, hosts=hosts, duration_s=args.duration):
-        row = agreement([spec]).iloc[0]
-        rows.append(row)
-        print(f"{row['mode']:12s} {row['placement']:10s} {row['workload']:10s} flows={row['flows']:3d} "
-              f"hosts={row['hosts']} des={row['des_gbps']:8.3f} fluid={row['fluid_gbps']:8.3f} Gbit/s "
-              f"error={100 * row['error']:+6.1f}%", flush=True)
+    specs = list(grid(modes, flows=flows, hosts=hosts, duration_s=args.duration))
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        results = pool.map(compare_point, specs) if args.workers > 1 else map(compare_point, specs)
+        for row in results:
+            rows.append(row)
+            print(f"{row['mode']:12s} {row['placement']:10s} {row['workload']:10s} flows={row['flows']:3d} "
+                  f"hosts={row['hosts']} des={row['des_gbps']:8.3f} fluid={row['fluid_gbps']:8.3f} Gbit/s "
+                  f"error={100 * row['error']:+6.1f}%", flush=True)
     table = pd.DataFrame(rows)
     err = table["error"].abs()
     print(f"\n{len(table)} points: mean |error| {100 * err.mean():.2f}%, max {100 * err.max():.2f}%, "
