@@ -149,7 +149,7 @@ def run_fluid(spec: RunSpec) -> Result:
     f = sol.flows
     flows = f.assign(mode=spec.mode, client="h" + f["client_host"].astype(str) + "c" + f["client_container"].astype(str),
                      server="h" + f["server_host"].astype(str) + "c" + f["server_container"].astype(str))
-    drops = pd.DataFrame(columns=["site", "reason", "count", "window_count"])
+    drops = sol.drops
     return Result(
         spec=spec, flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links, drops=drops,
         tables=sol.conntrack, accounting={}, latencies_s=np.empty(0), wall_s=sol.wall_s,

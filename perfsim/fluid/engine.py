@@ -63,6 +63,7 @@ class FluidSolution:
     links: pd.DataFrame
     conntrack: pd.DataFrame
     stages: pd.DataFrame
+    drops: pd.DataFrame
     probes: list[PathProbe]
     window_s: float
     wall_s: float
@@ -155,6 +156,8 @@ def solve(
             rows.append(n_core_res + n_link_res + host)
             cols.append(idx)
             data.append(np.full(idx.size, entries))
+    blocked, neigh_drops = _neighbour_overflow(flows, cluster, mode)
+    cap[blocked] = 0.0
     which = np.repeat(np.array(part), [d.size for d in data])
     all_rows, all_cols, all_data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
 
@@ -176,7 +179,7 @@ def solve(
         util = np.asarray(demand @ rates).ravel()
     t_solve = time.perf_counter()
     window = duration_s - warmup_s
-    flow_frame = _flow_frame(flows, probes, codes, rates, wait, window)
+    flow_frame = _flow_frame(flows, probes, codes, rates, wait, window).assign(drops=blocked.astype(np.int64))
     sol = FluidSolution(
         flows=flow_frame,
         cores=_core_frame(util[:n_core_res], cluster, window),
@@ -184,12 +187,51 @@ def solve(
             columns=["link", "packets", "bytes", "utilisation", "max_queue"]),
         conntrack=_conntrack_frame(util[n_core_res + n_link_res:], cluster, min(lifetime_s, duration_s)),
         stages=_stage_frame(probes, codes, rates, window),
+        drops=neigh_drops,
         probes=probes,
         window_s=window,
         wall_s=time.perf_counter() - t0,
         timings={"probe_s": t_probe - t0, "build_s": t_build - t_probe, "solve_s": t_solve - t_build},
     )
     return sol
+
+
+DYNAMIC_UNDERLAY_NEIGHBOURS = ("host", "bridge", "user-bridge", "overlay", "routed")
+"""Modes whose hosts resolve each other's fabric address with ARP (``ipip`` makes the remote
+hosts' entries permanent; ``container`` and ``none`` never leave the host)."""
+
+
+def _neighbour_overflow(flows: FlowSet, cluster: ClusterSpec, mode: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Flows that cannot start because a host's neighbour table is full.
+
+    Every cross-host flow needs an entry for the other host on both hosts (to send, to
+    answer).  A host that must reach more than ``gc_thresh3`` peers at once gets entries for
+    the first ``gc_thresh3`` (in flow order; forced gc frees none of them, all being in use)
+    and none for the rest: their flows are dropped at the first packet (``neigh_table_full``)
+    and carry nothing.  Returns (blocked flow mask, drop frame: one drop per blocked flow)."""
+    n = len(flows)
+    blocked = np.zeros(n, dtype=bool)
+    empty = pd.DataFrame(columns=["site", "reason", "count", "window_count"])
+    cross = flows.client_host != flows.server_host
+    if mode not in DYNAMIC_UNDERLAY_NEIGHBOURS or cluster.testbed or not cross.any():
+        return blocked, empty
+    idx = np.flatnonzero(cross)
+    pairs = pd.DataFrame({
+        "host": np.concatenate([flows.client_host[idx], flows.server_host[idx]]),
+        "peer": np.concatenate([flows.server_host[idx], flows.client_host[idx]]),
+        "flow": np.concatenate([idx, idx]),
+    })
+    first = pairs.groupby(["host", "peer"], sort=False)["flow"].min().reset_index()
+    first["rank"] = first.sort_values("flow").groupby("host").cumcount()
+    full = first[first["rank"] >= cluster.gc_thresh3]
+    if full.empty:
+        return blocked, empty
+    hit = pairs.merge(full[["host", "peer"]], on=["host", "peer"])
+    blocked[hit["flow"].to_numpy()] = True
+    lost = hit.drop_duplicates("flow").groupby("host").size()
+    drops = pd.DataFrame({"site": [f"h{h}.neigh" for h in lost.index], "reason": "neigh_table_full",
+                          "count": lost.to_numpy(), "window_count": lost.to_numpy()})
+    return blocked, drops
 
 
 def _conntrack_frame(entries_per_s: np.ndarray, cluster: ClusterSpec, lifetime_s: float) -> pd.DataFrame:
@@ -286,7 +328,7 @@ def _greedy_udp(soft: sp.csr_matrix, jobs: sp.csr_matrix, copy: sp.csr_matrix, c
         scale = np.where(load > capacity, capacity / np.maximum(load, 1e-300), 1.0)
         processed = offered * _column_min(soft_csc, scale)
         residual = np.maximum(capacity - np.minimum(load, capacity), 0.0)
-        x = maxmin_rates(joint, residual, np.concatenate([np.where(greedy, np.inf, cap),
+        x = maxmin_rates(joint, residual, np.concatenate([np.where(greedy & (cap > 0), np.inf, cap),
                                                           np.where(greedy, processed, 0.0)]))
         new = np.where(greedy, x[:n], 0.0)
         done = np.max(np.abs(new - offered) / np.maximum(offered, 1e-300)) < 1e-4
@@ -332,10 +374,11 @@ def _closed_loop(demand: sp.csr_matrix, capacity: np.ndarray, cap: np.ndarray, u
 
     rr = ~unit_is_byte
     if rr.any():
-        rtt0 = np.where(rr, 1.0 / cap, 0.0)
+        live = cap > 0  # a flow that cannot start (cap 0) stays at 0
+        rtt0 = np.where(rr & live, 1.0 / np.where(live, cap, 1.0), 0.0)
         rates = cap.copy()
         for _ in range(RR_ITERATIONS):
-            target = np.where(rr, 1.0 / (rtt0 + wait_at(rates)), cap)
+            target = np.where(rr & live, 1.0 / np.maximum(rtt0 + wait_at(rates), 1e-300), cap)
             new = 0.5 * (rates + target)
             done = np.max(np.abs(new - rates) / np.maximum(rates, 1e-300)) < 1e-4
             rates = new

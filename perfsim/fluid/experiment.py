@@ -48,12 +48,12 @@ def simulate_fluid(exp: Experiment) -> Simulated:
         "workload": f["workload"], "bytes": f["bytes"], "packets": f["packets"],
         "transactions": f["transactions"], "throughput_bps": f["throughput_bps"],
         "latency_p50_s": f["latency_p50_s"], "latency_p99_s": f["latency_p99_s"],
-        "retransmits": 0, "drops": 0,
+        "retransmits": 0, "drops": f["drops"],
     })
     latencies = {str(g): grp["latency_p50_s"].to_numpy(dtype=float) for g, grp in flows.groupby("group", sort=False)}
     return Simulated(
         flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links,
-        drops=pd.DataFrame(columns=["site", "reason", "count", "window_count"]),
+        drops=sol.drops,
         tables=sol.conntrack, accounting={}, latencies_s=latencies, window_s=sol.window_s,
         measured_from_s=exp.warmup_s, warm=True, wall_s=sol.wall_s, sim_events=0,
     )

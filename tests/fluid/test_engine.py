@@ -158,3 +158,23 @@ def test_sweep_point_runs_on_the_fluid_engine() -> None:
     des = run_point({"run": params}, 0, "des")
     assert fluid[0]["throughput_gbps"] > 0
     assert fluid[0]["throughput_gbps"] != des[0]["throughput_gbps"]  # really another engine
+
+
+@pytest.mark.parametrize("mode", ["host", "overlay"])
+def test_neighbour_overflow_blocks_the_flows_past_gc_thresh3_as_in_the_des(mode: str) -> None:
+    """Host 0 talks to 6 peers with gc_thresh3 = 4: the two flows to the peers resolved last
+    carry nothing, on both engines (the DES's own fan-out test: tests/scale)."""
+    from perfsim.experiment.simulate import Experiment, FlowPlan, simulate
+    from perfsim.fluid.experiment import simulate_fluid
+
+    flows = tuple(FlowPlan("udp_rr", (0, 0), (h, 0), 64, server_port=5001, client_port=40000 + h, start_s=0.001 + h * 1e-5)
+                  for h in range(1, 7))
+    exp = Experiment(cluster=ClusterSpec(hosts=7, cores=2, gc_thresh3=4), mode=mode, containers_per_host=1, flows=flows,
+                     duration_s=0.004, warmup_s=0.0005)
+    des, fluid = simulate(exp), simulate_fluid(exp)
+    dead = {"des": set(des.flows.loc[des.flows["transactions"] == 0, "flow"]),
+            "fluid": set(fluid.flows.loc[fluid.flows["transactions"] == 0, "flow"])}
+    assert dead["fluid"] == dead["des"] == {4, 5}
+    assert fluid.drops.set_index("site")["count"].to_dict() == {"h0.neigh": 2}
+    ipip = simulate_fluid(replace(exp, mode="ipip"))  # remote hosts' entries are permanent there
+    assert (ipip.flows["transactions"] > 0).all()
