@@ -19,12 +19,15 @@ Model
    ("nf_conntrack: table full, dropping packet").
 4. Request/response flows are closed loops: a flow's rate is ``1 / RTT`` where the RTT is the
    lone flow's plus an M/M/1 wait ``d·v/(1-v)`` at each resource it uses (``d`` its demand per
-   transaction, ``v`` the utilisation by the other flows), iterated to a fixed point.  Latency of every flow is
-   its lone-flow latency plus that wait (stream workloads: per segment).
+   transaction, ``v`` the utilisation by the other flows), iterated to a fixed point.  Latency
+   of every flow is its lone-flow latency plus that wait (stream workloads: per segment).
+5. Unpaced UDP senders overrun their receivers: softirq work first, at the offered rate
+   (:func:`_greedy_udp`).  A host that must reach more peers than ``gc_thresh3`` leaves the
+   flows to the last ones without traffic (:func:`_neighbour_overflow`).
 
-What it does not have: transients (warm-up, slow start, table fill-up over time: its results
-are the steady state), loss and retransmission (a UDP sender is assumed not to overrun its
-receiver), latency distributions (p99 is the lone flow's p99 plus the same wait).
+What it does not have: transients (slow start, socket buffers filling, table fill-up over
+time: its results are the steady state), TCP loss and retransmission, latency distributions
+(p99 is the lone flow's p99 plus the same wait).
 """
 
 from __future__ import annotations
@@ -87,10 +90,51 @@ def solve(
     ``publish``: published ports ((host, container), host port, container port, protocol),
     applied to every probe topology where their container exists."""
     t0 = time.perf_counter()
-    n = len(flows)
-    if n == 0:
+    if len(flows) == 0:
         raise ConfigError("flows", 0, "at least one flow")
     mode_options = dict(mode_options or {})
+    codes, classes = _flow_classes(flows, bool(publish))
+    validate_size(cluster, containers_per_host, mode, mode_options)
+    probes = [probe_class(c, cluster=cluster, containers_per_host=containers_per_host, mode=mode,
+                          mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s,
+                          warmup_s=warmup_s, publish=publish) for c in classes]
+    t_probe = time.perf_counter()
+    lay = _Layout(cluster)
+    m = _assemble(flows, probes, codes, cluster, seed, lay)
+    blocked, neigh_drops = _neighbour_overflow(flows, cluster, mode)
+    m.cap[blocked] = 0.0
+    demand = m.matrix("full", "soft", "send", "copy")
+    capacity = np.ones(lay.n_res)
+    lifetime_s = min((cluster.conntrack_timeouts or ConntrackTimeouts()).tcp_time_wait_s, duration_s)
+    capacity[lay.n_timed:] = cluster.nf_conntrack_max / lifetime_s
+    t_build = time.perf_counter()
+    if m.greedy.any():
+        rates, util = _greedy_udp(m.matrix("soft"), m.matrix("full", "send"), m.matrix("copy"), capacity, m.cap,
+                                  m.greedy)
+        _, wait = _closed_loop(demand, capacity, rates, m.unit_is_byte, probes, codes, lay.n_timed, solve=False)
+    else:
+        rates, wait = _closed_loop(demand, capacity, m.cap, m.unit_is_byte, probes, codes, lay.n_timed)
+        util = np.asarray(demand @ rates).ravel()
+    t_solve = time.perf_counter()
+    window = duration_s - warmup_s
+    return FluidSolution(
+        flows=_flow_frame(flows, probes, codes, rates, wait, window).assign(drops=blocked.astype(np.int64)),
+        cores=_core_frame(util[:lay.n_core], cluster, window),
+        links=_link_frame(util[lay.n_core:lay.n_timed], cluster, window),
+        conntrack=_conntrack_frame(util[lay.n_timed:], cluster, lifetime_s),
+        stages=_stage_frame(probes, codes, rates, window),
+        drops=neigh_drops,
+        probes=probes,
+        window_s=window,
+        wall_s=time.perf_counter() - t0,
+        timings={"probe_s": t_probe - t0, "build_s": t_build - t_probe, "solve_s": t_solve - t_build},
+    )
+
+
+def _flow_classes(flows: FlowSet, by_port: bool) -> tuple[np.ndarray, list[FlowClass]]:
+    """(class index of every flow, the classes).  ``by_port``: the server port is part of the
+    class (published ports: a DNAT rule's position in the chain sets what a connection pays)."""
+    n = len(flows)
     relation = np.where(flows.client_host != flows.server_host, "cross-host",
                         np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
     span = int(max(flows.client_container.max(), flows.server_container.max())) + 1
@@ -98,32 +142,67 @@ def solve(
                            flows.client_host * span + flows.client_container)
     keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
                          "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends,
-                         "server_port": flows.server_port if publish else np.full(n, PROBE_SERVER_PORT)})
+                         "server_port": flows.server_port if by_port else np.full(n, PROBE_SERVER_PORT)})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
-    validate_size(cluster, containers_per_host, mode, mode_options)
-    probes = [
-        probe_class(FlowClass(str(w), int(m), str(r), float(b), bool(ss), int(port)), cluster=cluster,
-                    containers_per_host=containers_per_host, mode=mode, mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s, warmup_s=warmup_s,
-                    publish=publish)
-        for (w, m, r, b, ss, port) in uniques
-    ]
-    t_probe = time.perf_counter()
-    k = cluster.cores
-    pools = 1 if cluster.testbed else cluster.hosts
-    n_core_res = pools * k
-    has_links = not cluster.testbed and cluster.hosts > 1
-    n_link_res = 2 * cluster.hosts if has_links else 0
-    n_ct_res = cluster.hosts
-    n_res = n_core_res + n_link_res + n_ct_res
+    classes = [FlowClass(str(w), int(m), str(r), float(b), bool(ss), int(port)) for (w, m, r, b, ss, port) in uniques]
+    return np.asarray(codes), classes
+
+
+class _Layout:
+    """Resource rows: every core of every CPU pool, then each host's NIC transmit link and
+    switch port (none on the testbed), then each host's conntrack table."""
+
+    k: int
+    n_core: int
+    n_link: int
+    n_timed: int
+    n_res: int
+
+    def __init__(self, cluster: ClusterSpec) -> None:
+        self.k = cluster.cores
+        self.n_core = (1 if cluster.testbed else cluster.hosts) * self.k
+        self.n_link = 2 * cluster.hosts if not cluster.testbed and cluster.hosts > 1 else 0
+        self.n_timed = self.n_core + self.n_link
+        self.n_res = self.n_timed + cluster.hosts
+
+
+@dataclass
+class _Demands:
+    """The demand matrix's entries, each tagged with the part of a greedy UDP flow's work it is
+    (``full`` for every other flow), and per-flow caps, units and kinds."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    data: np.ndarray
+    part: np.ndarray
+    n_res: int
+    cap: np.ndarray
+    unit_is_byte: np.ndarray
+    greedy: np.ndarray
+
+    def matrix(self, *parts: str) -> sp.csr_matrix:
+        sel = np.isin(self.part, parts)
+        return sp.csr_matrix((self.data[sel], (self.rows[sel], self.cols[sel])), shape=(self.n_res, len(self.cap)))
+
+
+def _assemble(flows: FlowSet, probes: Sequence[PathProbe], codes: np.ndarray, cluster: ClusterSpec, seed: int,
+              lay: _Layout) -> _Demands:
+    """Every flow's probe costs placed on its own cores, links and conntrack tables."""
+    n = len(flows)
     values = _symbol_values(flows, probes[0].addressing)
     rss_keys = _rss_keys(cluster, seed)
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     data: list[np.ndarray] = []
     part: list[str] = []
-    cap = np.empty(n)
-    unit_is_byte = np.empty(n, dtype=bool)
-    greedy = np.zeros(n, dtype=bool)
+
+    def add(row: np.ndarray, idx: np.ndarray, value: float, kind: str) -> None:
+        rows.append(np.broadcast_to(row, idx.shape))
+        cols.append(idx)
+        data.append(np.full(idx.size, value))
+        part.append(kind)
+
+    cap, unit_is_byte, greedy = np.empty(n), np.empty(n, dtype=bool), np.zeros(n, dtype=bool)
     for ci, probe in enumerate(probes):
         idx = np.flatnonzero(codes == ci)
         cap[idx] = probe.rate_per_s
@@ -133,67 +212,23 @@ def solve(
         sub = {s: v[idx] for s, v in values.items()}
         for role, demand in probe.cores:
             if role.kind == "spread":
-                base = _pool_of(role, flows, idx) * k
-                for core in range(k):
-                    part.append("soft" if is_greedy else "full")
-                    rows.append(base + core)
-                    cols.append(idx)
-                    data.append(np.full(idx.size, demand / k))
-                continue
-            part.append(_part(role) if is_greedy else "full")
-            rows.append(_core_resource(role, flows, idx, sub, cluster, rss_keys))
-            cols.append(idx)
-            data.append(np.full(idx.size, demand))
-        for side, direction, demand in probe.links if has_links else ():
+                base = _pool_of(role, flows, idx) * lay.k
+                for core in range(lay.k):
+                    add(base + core, idx, demand / lay.k, "soft" if is_greedy else "full")
+            else:
+                add(_core_resource(role, flows, idx, sub, cluster, rss_keys), idx, demand,
+                    _part(role) if is_greedy else "full")
+        for side, direction, demand in probe.links if lay.n_link else ():
             host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
-            part.append("soft" if is_greedy else "full")
-            rows.append(n_core_res + 2 * host + (0 if direction == "tx" else 1))
-            cols.append(idx)
-            data.append(np.full(idx.size, demand))
+            add(lay.n_core + 2 * host + (0 if direction == "tx" else 1), idx, demand, "soft" if is_greedy else "full")
         for side, entries in probe.conntrack:
             host = flows.client_host[idx] if side == "client" else flows.server_host[idx]
-            part.append("soft" if is_greedy else "full")
-            rows.append(n_core_res + n_link_res + host)
-            cols.append(idx)
-            data.append(np.full(idx.size, entries))
-    blocked, neigh_drops = _neighbour_overflow(flows, cluster, mode)
-    cap[blocked] = 0.0
-    which = np.repeat(np.array(part), [d.size for d in data])
-    all_rows, all_cols, all_data = np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
-
-    def matrix(*parts: str) -> sp.csr_matrix:
-        sel = np.isin(which, parts)
-        return sp.csr_matrix((all_data[sel], (all_rows[sel], all_cols[sel])), shape=(n_res, n))
-
-    demand = matrix("full", "soft", "send", "copy")
-    capacity = np.ones(n_res)
-    lifetime_s = (cluster.conntrack_timeouts or ConntrackTimeouts()).tcp_time_wait_s
-    capacity[n_core_res + n_link_res:] = cluster.nf_conntrack_max / min(lifetime_s, duration_s)
-    t_build = time.perf_counter()
-    n_timed = n_core_res + n_link_res
-    if greedy.any():
-        rates, util = _greedy_udp(matrix("soft"), matrix("full", "send"), matrix("copy"), capacity, cap, greedy)
-        _, wait = _closed_loop(demand, capacity, rates, unit_is_byte, probes, codes, n_timed, solve=False)
-    else:
-        rates, wait = _closed_loop(demand, capacity, cap, unit_is_byte, probes, codes, n_timed)
-        util = np.asarray(demand @ rates).ravel()
-    t_solve = time.perf_counter()
-    window = duration_s - warmup_s
-    flow_frame = _flow_frame(flows, probes, codes, rates, wait, window).assign(drops=blocked.astype(np.int64))
-    sol = FluidSolution(
-        flows=flow_frame,
-        cores=_core_frame(util[:n_core_res], cluster, window),
-        links=_link_frame(util[n_core_res:n_core_res + n_link_res], cluster, window) if has_links else pd.DataFrame(
-            columns=["link", "packets", "bytes", "utilisation", "max_queue"]),
-        conntrack=_conntrack_frame(util[n_core_res + n_link_res:], cluster, min(lifetime_s, duration_s)),
-        stages=_stage_frame(probes, codes, rates, window),
-        drops=neigh_drops,
-        probes=probes,
-        window_s=window,
-        wall_s=time.perf_counter() - t0,
-        timings={"probe_s": t_probe - t0, "build_s": t_build - t_probe, "solve_s": t_solve - t_build},
+            add(lay.n_timed + host, idx, entries, "soft" if is_greedy else "full")
+    return _Demands(
+        rows=np.concatenate(rows), cols=np.concatenate(cols), data=np.concatenate(data),
+        part=np.repeat(np.array(part), [d.size for d in data]), n_res=lay.n_res,
+        cap=cap, unit_is_byte=unit_is_byte, greedy=greedy,
     )
-    return sol
 
 
 DYNAMIC_UNDERLAY_NEIGHBOURS = ("host", "bridge", "user-bridge", "overlay", "routed")
@@ -432,6 +467,8 @@ def _core_frame(util: np.ndarray, cluster: ClusterSpec, window: float) -> pd.Dat
 
 
 def _link_frame(util: np.ndarray, cluster: ClusterSpec, window: float) -> pd.DataFrame:
+    if util.size == 0:
+        return pd.DataFrame(columns=["link", "packets", "bytes", "utilisation", "max_queue"])
     names = [f"h{i}/eth0.tx" if d == 0 else f"switch.port{i}" for i in range(cluster.hosts) for d in (0, 1)]
     u = np.minimum(util, 1.0)
     return pd.DataFrame({"link": names, "packets": np.nan, "bytes": u * window * cluster.nic_rate_bps / 8,
