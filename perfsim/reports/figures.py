@@ -81,7 +81,8 @@ def _unique(table: pd.DataFrame, column: str) -> object | None:
 
 
 def cluster_text(table: pd.DataFrame) -> str:
-    """``2 hosts, 10 Gbit/s NIC, 4 cores, offloads on`` from whichever columns are constant."""
+    """``2 hosts, 10 Gbit/s NIC, 4 cores, offloads on`` from whichever columns are constant
+    (and ``fluid engine`` when every run used it)."""
     parts = []
     hosts = _unique(table, "hosts")
     if hosts is not None:
@@ -95,6 +96,8 @@ def cluster_text(table: pd.DataFrame) -> str:
     offloads = _unique(table, "offloads")
     if offloads is not None:
         parts.append(f"offloads {offloads}")
+    if _unique(table, "engine") == "fluid":
+        parts.append("fluid engine")
     return ", ".join(parts)
 
 
