@@ -349,13 +349,10 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec file; raises ConfigError (one line) on any mistake."""
+    from perfsim.scenario.load import read_text_file
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("spec", str(path), f"a readable sweep spec file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError("spec", str(path), "a UTF-8 text file") from None
+    text = read_text_file(p, "spec", "sweep spec file")
     return load_spec_dict(_parse_yaml(text, str(path)), p.parent, default_name=p.stem, source=str(path))
 
 

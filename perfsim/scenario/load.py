@@ -104,13 +104,17 @@ def load_text(text: str, source: str = "<string>", base_dir: Path | None = None)
     return load_dict(parse_yaml(text, source), base_dir)
 
 
+def read_text_file(path: str | Path, field: str, what: str) -> str:
+    """The UTF-8 text of ``path``; ConfigError(``field``) naming ``what`` when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(field, str(path), f"a readable {what} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(field, str(path), "a UTF-8 text file") from None
+
+
 def load_file(path: str | Path) -> Scenario:
     """Read, parse and validate a scenario file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("scenario", str(path), f"a readable scenario file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError("scenario", str(path), "a UTF-8 text file") from None
-    return load_text(text, str(path), p.parent)
+    text = read_text_file(path, "scenario", "scenario file")
+    return load_text(text, str(path), Path(path).parent)
