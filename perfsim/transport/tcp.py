@@ -20,17 +20,24 @@ Model (what Linux does, and where the CPU time goes)
   every skb is one MSS.  Each wire frame carries 66 header bytes (Ethernet 14 + IPv4 20 + TCP
   32 with timestamps).  Nagle is on, with Minshall's rule (a sub-MSS tail may leave unless
   another sub-MSS segment is unacknowledged), like ``tcp_nagle_check``.
-* **Congestion control** (Reno with NewReno recovery; sequence numbers are byte offsets, the
-  SYN and the FIN use one each, both sides start at 0).  Slow start from IW10 (``cwnd`` in
-  segments, +1 per acked segment), congestion avoidance +1 per cwnd acked segments, both only
-  while cwnd-limited (``tcp_is_cwnd_limited``).  Three duplicate ACKs (fewer when fewer than
-  four skbs are out: early retransmit, RFC 5827) retransmit the head skb, set
-  ``ssthresh = cwnd = flight/2`` and inflate the window by one segment per further duplicate
-  (RFC 5681); a partial ACK retransmits the next hole (RFC 6582).  The RTO is
+* **Congestion control** (Reno with SACK loss recovery; sequence numbers are byte offsets,
+  the SYN and the FIN use one each, both sides start at 0).  Slow start from IW10 (``cwnd``
+  in segments, +1 per delivered segment), congestion avoidance +1 per cwnd delivered
+  segments, both only while cwnd-limited (``tcp_is_cwnd_limited``).  SACK, D-SACK and
+  timestamps are on (Linux's defaults).  Recovery is RFC 6675 with Linux's state machine
+  (``tcp_fastretrans_alert``): it starts when ``reordering`` (3, adapted up to 300 when
+  reordering is seen) segments are SACKed (fewer when fewer than four are out: early
+  retransmit, RFC 5827), sets ``ssthresh = max(FlightSize / 2, 2)`` and the recovery point
+  to ``snd_nxt``, retransmits only un-SACKed skbs with ``reordering`` SACKed segments above
+  them, once each, while ``pipe < cwnd``; ``cwnd`` follows PRR (RFC 6937) during recovery
+  and is ``ssthresh`` when ``snd_una`` passes the recovery point.  A recovery proven
+  spurious by the timestamp echo (an original filled the hole) or by D-SACKs for all its
+  retransmissions is undone (``cwnd`` and ``ssthresh`` restored).  The RTO is
   ``max(200 ms, srtt + 4 rttvar)`` (RFC 6298, 1 s before the first sample), doubled per
-  consecutive timeout; on expiry ``cwnd = 1`` and the sender goes back to ``snd_una``.
-  The usable window is ``min(cwnd, peer's advertised window)``.
-  Assumption: no SACK; a duplicate ACK counts once however many segments it stands for.
+  consecutive timeout; on expiry every un-SACKed skb is lost, ``cwnd = 1`` and they are
+  retransmitted in slow start.  The usable window is ``min(cwnd, peer's advertised
+  window)``.  Details and deviations (no RACK-TLP, no F-RTO) in
+  :mod:`perfsim.transport.tcp_tx`.
 * **Receiver** (softirq core = ``pkt.core``): ``tcp_rx`` once per skb; in-order data goes to
   the receive queue, out-of-order data is kept as intervals and merged when the hole fills
   (bytes reach the application exactly once, in order).  ACKs leave from the same core: at
@@ -238,6 +245,7 @@ class TcpConnection(TcpSender, TcpReceiver):
         self.wmem.xmit_done(pkt, t_s)
 
     def on_drop(self, pkt: Packet, site: str, reason: str) -> None:
+        self._opts_out.pop(pkt.id, None)
         self.wmem.dropped(pkt)
         self.drops += 1
         if self.stats is not None:
@@ -251,9 +259,12 @@ class TcpConnection(TcpSender, TcpReceiver):
     def process(self, pkt: Packet) -> None:
         """Process one received skb after its ``tcp_rx`` work (``tcp_rcv_*``)."""
         self.sim.consume(pkt)
+        owner = pkt.owner
+        opts = owner._opts_out.pop(pkt.id, None) if owner is not None else None
         core = pkt.core if pkt.core is not None else self.app_core
         self._rx_core = core
         kind = pkt.kind
+        self._saw_segment(pkt)
         st = self.state
         if kind == SYNACK:
             if st == SYN_SENT:
@@ -276,7 +287,7 @@ class TcpConnection(TcpSender, TcpReceiver):
             if st == TIME_WAIT and kind == FIN:
                 self._send_ctrl(ACK, self.snd_nxt, core)  # our last ACK was lost
             return
-        self._on_ack(pkt, core)
+        self._on_ack(pkt, core, opts)
         if kind == DATA:
             self._on_data(pkt)
         elif kind == FIN:

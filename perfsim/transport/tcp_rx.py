@@ -6,6 +6,23 @@ hole fills, so bytes reach the application exactly once and in order.  ACK polic
 advertised window and ``tcp_cleanup_rbuf`` window updates are described in
 :mod:`perfsim.transport.tcp`.  The mixin owns the receive-side state (``_init_receiver``); it
 uses the connection's ``state``, ``snd_nxt``, ``_send_ctrl`` and ``_finish``.
+
+TCP options of every segment this end sends (SYN excepted), as Linux fills them with SACK and
+timestamps negotiated (``tcp_established_options``):
+
+* **TSecr** echoes ``ts_recent``: the newest TSval (the send time of a segment, ``t_created``)
+  among the segments that arrived with ``seq <= rcv_wup``, ``rcv_nxt`` when the last ACK left
+  (RFC 7323 via ``tcp_replace_ts_recent``): an out-of-order segment does not update it, the
+  segment that fills a hole does, so the sender can tell an original from a retransmission;
+* **SACK blocks** (RFC 2018, ``tcp_sack_new_ofo_skb`` / ``tcp_sack_remove``): up to 4 blocks
+  kept, the one that changed last first, at most 3 sent (timestamps take the rest of the
+  40 option bytes); a block is dropped once ``rcv_nxt`` covers it;
+* **D-SACK** (RFC 2883, ``tcp_dsack_set``): data that arrived a second time (below
+  ``rcv_nxt`` or inside a SACK block) is reported once, in the first block.
+
+The options travel beside the packet (``Packet`` has no option field): the sending end keeps
+them by packet id in ``_opts_out`` and the receiving end takes them out in ``process``; a
+dropped packet's options are discarded in ``on_drop``.
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from perfsim.core.packet import ACK, Packet
+from perfsim.core.packet import ACK, SYN, Packet
 from perfsim.transport.common import (
     CLOSE_WAIT,
     CLOSED,
@@ -30,6 +47,13 @@ if TYPE_CHECKING:
     from perfsim.core.cpu import Core, Stage
     from perfsim.core.sim import Sim
     from perfsim.transport.stats import FlowStats
+    from perfsim.transport.tcp_tx import SackBlocks, TcpOptions
+
+
+MAX_SACK_BLOCKS_KEPT = 4
+"""``TCP_NUM_SACKS``: SACK blocks the receiver remembers."""
+MAX_SACK_BLOCKS_SENT = 3
+"""SACK (and D-SACK) blocks that fit in an ACK beside the timestamp option."""
 
 
 class TcpReceiver:
@@ -69,6 +93,13 @@ class TcpReceiver:
         self._read_ev: Any = None
         self.dup_bytes = 0
         self.bytes_read = 0
+        self._sacks: list[list[int]] = []  # [start, end], most recently changed first
+        self._dsack: tuple[int, int] | None = None
+        self._ts_recent: float | None = None
+        self._rcv_wup = 0
+        """``rcv_nxt`` when the last ACK left (``tp->rcv_wup``)."""
+        self._opts_out: dict[int, TcpOptions] = {}
+        """TCP options (TSecr, SACK blocks) of the segments this end sent, by packet id."""
         self._owned_until = 0.0
         """The application holds the socket (its syscall's copy runs) until then."""
         self._backlog_until = 0.0
@@ -98,13 +129,37 @@ class TcpReceiver:
         return max(0, w)
 
     def _stamp_ack(self, pkt: Packet) -> None:
-        """Put the cumulative ACK and window on an outgoing skb; it acknowledges everything."""
+        """Put the cumulative ACK, window and options on an outgoing skb; it acknowledges
+        everything."""
         w = self._rcv_wnd()
         pkt.wnd = w
-        self._adv_right = self.rcv_nxt + w
+        nxt = self.rcv_nxt
+        self._adv_right = nxt + w
+        self._rcv_wup = nxt
         self._ack_pending = self._ack_now = False
         self._unacked_segs = 0
         self._delack.deadline = None
+        if pkt.kind == SYN:
+            return
+        blocks: SackBlocks | None = None
+        sacks = self._sacks
+        if sacks or self._dsack is not None:
+            lst = [] if self._dsack is None else [self._dsack]
+            self._dsack = None
+            for b in sacks:
+                if len(lst) == MAX_SACK_BLOCKS_SENT:
+                    break
+                lst.append((b[0], b[1]))
+            blocks = tuple(lst)
+        self._opts_out[pkt.id] = (self._ts_recent, blocks)
+
+    def _saw_segment(self, pkt: Packet) -> None:
+        """``tcp_replace_ts_recent``: take the segment's TSval if it starts at or below
+        ``rcv_wup`` (and is not older than the one kept)."""
+        if pkt.seq <= self._rcv_wup:
+            ts = self._ts_recent
+            if ts is None or pkt.t_created > ts:
+                self._ts_recent = pkt.t_created
 
 
     # -- data processing (softirq) -------------------------------------------------------------
@@ -115,22 +170,33 @@ class TcpReceiver:
         nxt = self.rcv_nxt
         if size == 0 or end <= nxt:
             self.dup_bytes += size
+            if size:
+                self._dsack = (seq, end)
             self._ack_now = True
             return
         if seq > nxt:
+            self._ack_now = True
+            for b in self._sacks:
+                if b[0] <= seq and end <= b[1]:  # all of it is here already
+                    self.dup_bytes += size
+                    self._dsack = (seq, end)
+                    return
             ooo = self._ooo
             i = len(ooo)
             while i and ooo[i - 1][0] > seq:
                 i -= 1
             ooo.insert(i, [seq, end, pkt.t_created, pkt.segs])
-            self._ack_now = True
+            self._sack_new_ofo(seq, end)
             return
-        self.dup_bytes += nxt - seq
+        if seq < nxt:
+            self.dup_bytes += nxt - seq
+            self._dsack = (seq, nxt)
         self._rq.append((end, pkt.t_created, pkt.segs))
         self.rcv_nxt = end
         new = end - nxt
         if self._ooo:
             self._merge_ooo()
+            self._sack_remove()
             self._ack_now = True
         self._readable_end = self.rcv_nxt
         if self._fin_seq is not None and self.rcv_nxt == self._fin_seq:
@@ -151,6 +217,36 @@ class TcpReceiver:
                 self.rcv_nxt = end
             else:
                 self.dup_bytes += end - seq
+
+    def _sack_new_ofo(self, seq: int, end: int) -> None:
+        """``tcp_sack_new_ofo_skb``: extend the block the new data touches (and merge the
+        blocks it joins) or start a new one; the block that changed goes first."""
+        sacks = self._sacks
+        for k, b in enumerate(sacks):
+            if b[0] <= end and seq <= b[1]:
+                b[0] = min(b[0], seq)
+                b[1] = max(b[1], end)
+                if k:
+                    sacks.insert(0, sacks.pop(k))
+                j = 1
+                while j < len(sacks):  # tcp_sack_maybe_coalesce
+                    o = sacks[j]
+                    if o[0] <= b[1] and b[0] <= o[1]:
+                        b[0] = min(b[0], o[0])
+                        b[1] = max(b[1], o[1])
+                        del sacks[j]
+                    else:
+                        j += 1
+                return
+        if len(sacks) == MAX_SACK_BLOCKS_KEPT:
+            sacks.pop()
+        sacks.insert(0, [seq, end])
+
+    def _sack_remove(self) -> None:
+        """``tcp_sack_remove``: forget the blocks ``rcv_nxt`` has reached."""
+        nxt = self.rcv_nxt
+        if self._sacks:
+            self._sacks = [b for b in self._sacks if b[0] > nxt]
 
     def _on_fin(self, seq: int) -> None:
         if seq != self.rcv_nxt:

@@ -14,7 +14,8 @@ packet first waits in a FIFO served at ``rate_bps`` (``size_bytes × 8 / rate_bp
 packet, no per-frame overhead) holding at most ``queue_packets`` (tail drop, reason
 ``fake_queue_full``); the owner hears ``on_xmit_done(pkt, departure)`` when it is queued, with
 the future time its last bit leaves, like ``Nic._to_wire``; the peer gets it ``delay_s`` after
-that departure.
+that departure.  ``delay_if`` adds a chosen packet an extra delay on the wire (after the NIC),
+so that later packets overtake it: reordering.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class FakeNs:
         self.lose_ids: set[int] = set()
         self.lose_if: Callable[[Packet], bool] | None = None
         self.lost: list[Packet] = []
+        self.delay_if: Callable[[Packet], float] | None = None
+        """Extra one-way delay (s) of a packet on the wire; later packets may overtake it."""
+        self.delayed: list[Packet] = []
         self.on_output: Callable[[Packet], None] | None = None
         """Called with every packet ``ip_output`` gets (after logging it): a test probe."""
         self.nic_rate_bps = 0.0
@@ -100,8 +104,14 @@ class FakeNs:
             self.sim.drop(pkt, self.name, "fake_loss")
             return
         assert self.peer is not None
+        delay = self.delay_s
+        if self.delay_if is not None:
+            extra = self.delay_if(pkt)
+            if extra > 0.0:
+                self.delayed.append(pkt)
+                delay += extra
         if not self.nic_rate_bps:
-            self.sim.call_in(self.delay_s, self.peer._arrive, pkt)
+            self.sim.call_in(delay, self.peer._arrive, pkt)
             return
         now = self.sim.now
         dq = self._nic_departures
@@ -117,7 +127,7 @@ class FakeNs:
         self.nic_sent_bytes += pkt.size_bytes
         if pkt.owner is not None:
             pkt.owner.on_xmit_done(pkt, departure)
-        self.sim.call_at(departure + self.delay_s, self.peer._arrive, pkt)
+        self.sim.call_at(departure + delay, self.peer._arrive, pkt)
 
     def _arrive(self, pkt: Packet) -> None:
         sock = self.sockets.get((pkt.flow.proto, pkt.flow.dport))
