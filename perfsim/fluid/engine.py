@@ -138,13 +138,18 @@ def _flow_classes(flows: FlowSet, by_port: bool) -> tuple[np.ndarray, list[FlowC
     relation = np.where(flows.client_host != flows.server_host, "cross-host",
                         np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
     span = int(max(flows.client_container.max(), flows.server_container.max())) + 1
-    server_sends = np.isin(flows.server_host * span + flows.server_container,
-                           flows.client_host * span + flows.client_container)
+    hosts = int(max(flows.client_host.max(), flows.server_host.max())) + 1
+    server_slot = flows.server_host * span + flows.server_container
+    client_slot = flows.client_host * span + flows.client_container
+    # does the server's container send (as a client), and to a container on our client's host?
+    to_client_host = np.isin(server_slot * hosts + flows.client_host, client_slot * hosts + flows.server_host)
+    server_sends = np.where(to_client_host, "to-client-host", np.where(np.isin(server_slot, client_slot),
+                                                                       "elsewhere", "no"))
     keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
                          "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends,
                          "server_port": flows.server_port if by_port else np.full(n, PROBE_SERVER_PORT)})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
-    classes = [FlowClass(str(w), int(m), str(r), float(b), bool(ss), int(port)) for (w, m, r, b, ss, port) in uniques]
+    classes = [FlowClass(str(w), int(m), str(r), float(b), str(ss), int(port)) for (w, m, r, b, ss, port) in uniques]
     return np.asarray(codes), classes
 
 

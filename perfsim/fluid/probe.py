@@ -67,13 +67,15 @@ class FlowClass:
     message_size: int
     relation: str
     rate_bps: float = 0.0
-    server_sends: bool = False
+    server_sends: str = "no"
+    """Whether the server's container is the client of some flow — ``no``, ``elsewhere``, or
+    ``to-client-host`` (towards a container on this flow's client host).  Its own traffic
+    teaches its MAC to its host's bridge and, arriving there, to the bridge of that host;
+    a one-way stream towards a MAC a bridge has not learned is flooded to every port, as Linux
+    does."""
     server_port: int = 5001
     """The port the probe flow's server listens on: a scenario's own port where published ports
     exist (a DNAT rule's position in the DOCKER chain sets what a new connection pays)."""
-    """The server's container is also a client of some flow: its own traffic has taught the
-    bridges its MAC (otherwise a one-way stream towards it is flooded to every port, as Linux
-    does for a destination its FDB has not learned)."""
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,10 @@ def _run(
         client_port=PROBE_CLIENT_PORT, connect_ip=connect_ip, connect_port=connect_port,
         rate_bps=cls.rate_bps, measure_from_s=0.0,
     )
-    if cls.server_sends and server != client:
+    learner = _learning_peer(cls, client, server, size)
+    if learner is not None:
         # one datagram from the server's container before the window: what its own flows teach
-        start_workload(sim, "udp_stream", sep, cep, 64, server_port=cls.server_port + 1,
+        start_workload(sim, "udp_stream", sep, net.endpoint(*learner), 64, server_port=cls.server_port + 1,
                        client_port=PROBE_CLIENT_PORT + 1, rate_bps=64 * 8 / (warmup_s / 2), stop_s=warmup_s / 2,
                        measure_from_s=0.0)
     links = _links(cl, client[0], server[0])
@@ -286,6 +289,21 @@ def _run(
     probe.addressing = addressing(cluster, mode, mode_options)
     probe.wall_s = time.perf_counter() - wall0
     return _Outcome(probe, lost=after["dropped"] > before["dropped"])
+
+
+def _learning_peer(cls: FlowClass, client: tuple[int, int], server: tuple[int, int],
+                   size: tuple[int, int]) -> tuple[int, int] | None:
+    """Where the probe's server container sends its one datagram (None: it sends nothing): to
+    the client for ``to-client-host``; for ``elsewhere``, to a third host or, lacking one, to
+    another container of its own host."""
+    if cls.server_sends == "no" or server == client:
+        return None
+    if cls.server_sends == "to-client-host" or cls.relation != "cross-host":
+        return client
+    hosts, per_host = size
+    if hosts >= 3:
+        return (2, 0)
+    return (server[0], (server[1] + 1) % per_host) if per_host >= 2 else None
 
 
 def _unique_pools(cl: Any) -> list[Any]:
