@@ -149,8 +149,22 @@ def _flow_classes(flows: FlowSet, by_port: bool) -> tuple[np.ndarray, list[FlowC
                          "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends,
                          "server_port": flows.server_port if by_port else np.full(n, PROBE_SERVER_PORT)})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
-    classes = [FlowClass(str(w), int(m), str(r), float(b), str(ss), int(port)) for (w, m, r, b, ss, port) in uniques]
+    ahead = _ports_ahead(flows)
+    classes = [FlowClass(str(w), int(m), str(r), float(b), str(ss), ahead if r == "cross-host" else 0, int(port))
+               for (w, m, r, b, ss, port) in uniques]
     return np.asarray(codes), classes
+
+
+def _ports_ahead(flows: FlowSet) -> int:
+    """How many other published ports precede a flow's own on its server's host, on average:
+    a NAT mode publishes a port for every server reached across hosts ((n - 1) / 2 of a host's
+    n come first)."""
+    cross = flows.client_host != flows.server_host
+    if not cross.any():
+        return 0
+    per_host = pd.DataFrame({"host": flows.server_host[cross], "c": flows.server_container[cross],
+                             "port": flows.server_port[cross]}).drop_duplicates().groupby("host").size()
+    return int((per_host.mean() - 1) // 2)
 
 
 class _Layout:

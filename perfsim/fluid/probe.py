@@ -46,6 +46,8 @@ PROBE_MAX_HOSTS = 8
 PROBE_MAX_CONTAINERS = 128
 FIRST_STEER_CORE = 4
 PROBE_SERVER_PORT = 5001
+AHEAD_PORT_BASE = 20000
+"""Ports the probe publishes ahead of its own (:attr:`FlowClass.ports_ahead`)."""
 PROBE_CLIENT_PORT = 32768
 STREAM_WORKLOADS = ("tcp_stream", "udp_stream")
 NEW_PORT_WORKLOADS = ("tcp_crr",)
@@ -73,6 +75,10 @@ class FlowClass:
     teaches its MAC to its host's bridge and, arriving there, to the bridge of that host;
     a one-way stream towards a MAC a bridge has not learned is flooded to every port, as Linux
     does."""
+    ports_ahead: int = 0
+    """Published ports whose DOCKER-chain rules come before this flow's own on its server's host
+    (the scenario's flows publish theirs there too): a packet that conntrack has not yet seen
+    answered — every one of a one-way UDP stream — walks them all."""
     server_port: int = 5001
     """The port the probe flow's server listens on: a scenario's own port where published ports
     exist (a DNAT rule's position in the DOCKER chain sets what a new connection pays)."""
@@ -205,6 +211,9 @@ def _run(
     pools = _unique_pools(cl)
     steered: dict[tuple[str, FlowKey], int] = {}
     proto = PROTO_TCP if cls.workload.startswith("tcp") else PROTO_UDP
+    if cls.relation == "cross-host" and hasattr(net, "publish"):
+        for j in range(cls.ports_ahead):
+            net.publish(server[0], server[1], AHEAD_PORT_BASE + j, AHEAD_PORT_BASE + j, proto)
     connect_ip, connect_port = net.target(client, server, cls.server_port, proto)
     fixed_ports = {cls.server_port, connect_port, VXLAN_PORT}
     for pool in pools if cores == PROBE_CORES else ():
