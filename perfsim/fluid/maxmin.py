@@ -189,7 +189,7 @@ def _freeze(
     ``weights_extra`` (frozen at a cap above the current level) the capacity their growth
     from the level to the cap uses leaves ``remaining``."""
     active[newly] = False
-    lens = np.diff(csc.indptr)[newly]
+    lens = csc.indptr[newly + 1] - csc.indptr[newly]
     pos = _spans(csc.indptr, newly)
     rows = csc.indices[pos]
     wd = csc.data[pos] * np.repeat(w[newly], lens)
