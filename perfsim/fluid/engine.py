@@ -47,13 +47,13 @@ from perfsim.core.rng import RngStreams
 from perfsim.errors import ConfigError
 from perfsim.fluid.flows import FlowSet
 from perfsim.fluid.keys import hash_keys, rss_cores
-from perfsim.fluid.maxmin import maxmin_rates
+from perfsim.fluid.maxmin import checked_matrices, maxmin_rates, maxmin_rates_checked
 from perfsim.fluid.probe import PROBE_SERVER_PORT, FlowClass, PathProbe, Role, probe_class, validate_size
 from perfsim.topology.cluster import FABRIC_NET, ClusterSpec
 
 RR_ITERATIONS = 40
 """At most this many steps of the closed loops' fixed point (matrix products only)."""
-GREEDY_ITERATIONS = 8
+GREEDY_ITERATIONS = 5
 """At most this many steps of the greedy UDP senders' fixed point (a max-min solve each)."""
 FIXED_POINT_RTOL = 1e-3
 """A fixed point is reached when no flow's rate moves by more than this fraction in a step."""
@@ -381,13 +381,15 @@ def _greedy_udp(soft: sp.csr_matrix, jobs: sp.csr_matrix, copy: sp.csr_matrix, c
     n = len(cap)
     soft_csc = soft.tocsc()
     joint = sp.hstack([jobs, copy], format="csr")
-    offered = np.where(greedy, cap, 0.0)
+    joint_csr, joint_csc = checked_matrices(joint)
+    # start from the max-min answer with every part at one rate: near the fixed point
+    offered = np.where(greedy, maxmin_rates(soft + jobs + copy, capacity, cap), 0.0)
     for _ in range(GREEDY_ITERATIONS):
         load = np.asarray(soft @ offered).ravel()
         scale = np.where(load > capacity, capacity / np.maximum(load, 1e-300), 1.0)
         processed = offered * _column_min(soft_csc, scale)
         residual = np.maximum(capacity - np.minimum(load, capacity), 0.0)
-        x = maxmin_rates(joint, residual, np.concatenate([np.where(greedy & (cap > 0), np.inf, cap),
+        x = maxmin_rates_checked(joint_csr, joint_csc, residual, np.concatenate([np.where(greedy & (cap > 0), np.inf, cap),
                                                           np.where(greedy, processed, 0.0)]))
         new = np.where(greedy, x[:n], 0.0)
         done = np.max(np.abs(new - offered) / np.maximum(offered, 1e-300)) < FIXED_POINT_RTOL

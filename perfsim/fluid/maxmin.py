@@ -122,6 +122,21 @@ def maxmin_rates(
     return _fill(csr, csc, cap_r, cap_f, w)
 
 
+def maxmin_rates_checked(csr: sp.csr_matrix, csc: sp.csc_matrix, capacity: FloatArray,
+                         cap_per_flow: FloatArray) -> FloatArray:
+    """:func:`maxmin_rates` (unit weights) on a demand matrix already checked and converted
+    (``csr`` and its ``csc``, as :func:`maxmin_rates` makes them): for solving one matrix
+    many times with other capacities and caps, which must be valid (>= 0, caps may be inf)."""
+    return _fill(csr, csc, np.asarray(capacity, dtype=np.float64), np.asarray(cap_per_flow, dtype=np.float64),
+                 np.ones(csr.shape[1]))
+
+
+def checked_matrices(demand: Any) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``demand`` checked and converted for :func:`maxmin_rates_checked`: (csr, csc)."""
+    csr = _as_csr(demand)
+    return csr, csr.tocsc()
+
+
 def _fill(
     csr: sp.csr_matrix, csc: sp.csc_matrix, cap_r: FloatArray, cap_f: FloatArray, w: FloatArray
 ) -> FloatArray:
