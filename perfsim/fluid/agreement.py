@@ -12,8 +12,6 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
-import pandas as pd
-
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import ClusterSpec
@@ -66,6 +64,3 @@ def compare_point(spec: RunSpec) -> dict[str, object]:
         "des_wall_s": des.wall_s, "fluid_wall_s": fluid.wall_s,
     }
 
-
-def agreement(specs: Iterable[RunSpec]) -> pd.DataFrame:
-    return pd.DataFrame([compare_point(s) for s in specs])

@@ -307,17 +307,18 @@ def _conntrack_frame(entries_per_s: np.ndarray, cluster: ClusterSpec, lifetime_s
 
 
 def _symbol_values(flows: FlowSet, addressing: tuple[int, int, int]) -> dict[str, np.ndarray]:
-    ach, acc = flows.client_host.astype(np.uint64), flows.client_container.astype(np.uint64)
-    ash, asc = flows.server_host.astype(np.uint64), flows.server_container.astype(np.uint64)
+    """Per-flow identifiers the key templates are made of: container address = a + b·host +
+    c·container (the mode's addressing, :func:`perfsim.fluid.probe.addressing`), host address
+    as :meth:`perfsim.topology.cluster.Cluster.host_ip`, ports."""
+    base, per_host, per_container = addressing
 
     def ip(h: np.ndarray, k: np.ndarray) -> np.ndarray:
-        base, per_host, per_container = addressing
-        return (np.int64(base) + np.int64(per_host) * h.astype(np.int64)
-                + np.int64(per_container) * k.astype(np.int64)).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+        return ((base + per_host * h + per_container * k) & 0xFFFFFFFF).astype(np.uint64)
 
     return {
-        "cip": ip(ach, acc), "sip": ip(ash, asc),
-        "chip": ach + np.uint64(FABRIC_NET + 1), "ship": ash + np.uint64(FABRIC_NET + 1),
+        "cip": ip(flows.client_host, flows.client_container), "sip": ip(flows.server_host, flows.server_container),
+        "chip": (flows.client_host + FABRIC_NET + 1).astype(np.uint64),
+        "ship": (flows.server_host + FABRIC_NET + 1).astype(np.uint64),
         "cport": flows.client_port.astype(np.uint64), "sport": flows.server_port.astype(np.uint64),
     }
 

@@ -11,7 +11,6 @@ estimate per flow.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from perfsim.errors import ConfigError
@@ -59,4 +58,4 @@ def simulate_fluid(exp: Experiment) -> Simulated:
     )
 
 
-__all__ = ["engine_of", "simulate_fluid", "np"]
+__all__ = ["engine_of", "simulate_fluid"]

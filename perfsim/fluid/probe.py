@@ -270,7 +270,8 @@ def _run(
     sides = {("h%d" % client[0]): "client", ("h%d" % server[0]): "server"} if client[0] != server[0] else {
         f"h{client[0]}": "client"}
     app = {("client", app_core_index(spec, *client)): "client", ("server", app_core_index(spec, *server)): "server"}
-    templates = _templates(steered, _symbols(cl, net, client, server, connect_port), proto)
+    symbols = _symbols(cl, net, client, server, connect_port)
+    templates = _templates(steered, symbols, proto)
     for (pool_name, index), work in after["cores"].items():
         spent = work - before["cores"][(pool_name, index)]
         if spent <= 0:
@@ -294,7 +295,7 @@ def _run(
     probe.latency_mean_s = float(row["latency_mean_s"])
     probe.latency_p50_s = float(row["latency_p50_s"])
     probe.latency_p99_s = float(row["latency_p99_s"])
-    probe.symbols = _symbols(cl, net, client, server, connect_port)
+    probe.symbols = symbols
     probe.addressing = addressing(cluster, mode, mode_options)
     probe.wall_s = time.perf_counter() - wall0
     return _Outcome(probe, lost=after["dropped"] > before["dropped"])
