@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from perfsim.errors import PerfsimError
 
@@ -177,8 +178,23 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                 "latency_p50_us", "latency_p99_us", "cpu_s_per_gb", "drops"]
         with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 500):
             print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    _note_unsteady(table)
     print(f"results: {out_dir / 'compare.csv'}, report: {paths.get('report.html', out_dir)}", file=sys.stderr)
     return 0
+
+
+def _note_unsteady(table: Any) -> None:
+    """Say on stderr which packet-level runs measured a transient rather than a steady state."""
+    from perfsim.experiment.run import STEADY_DRIFT
+
+    drift = table["window_drift"].abs()
+    unsteady = table[drift > STEADY_DRIFT]
+    if len(unsteady):
+        worst = unsteady.loc[drift[drift > STEADY_DRIFT].idxmax()]
+        print(f"note: {len(unsteady)} of {len(table)} runs not in a steady state (delivered bytes changed by up to "
+              f"{worst['window_drift']:+.0%} between the halves of the measurement window, e.g. {worst['mode']} "
+              f"{worst['workload']} x{worst['streams']}); a longer --duration measures the steady state",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

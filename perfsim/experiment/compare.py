@@ -39,7 +39,7 @@ HOST_SWEEP_FLOWS_PER_HOST = 8
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
 EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "testbed", "retransmits",
-                 "cpu_utilisation", "duration_s", "seed", "profile", "wall_s"]
+                 "cpu_utilisation", "window_drift", "duration_s", "seed", "profile", "wall_s"]
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,11 @@ SUMMARY_COLUMNS = [
 ]
 
 
+STEADY_DRIFT = 0.03
+"""Largest |change| of delivered bytes between the two halves of the measurement window that
+still counts as a steady state (TCP's sawtooth and scheduling noise stay well inside it)."""
+
+
 @dataclass
 class Result:
     """Everything one run measured, as tidy frames."""
@@ -73,6 +78,14 @@ class Result:
     """Fluid engine: (p50, p99) latency over flows (it has per-flow estimates, not samples)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Fluid engine: wall seconds of its phases (probe, build, solve)."""
+    window_drift: float = float("nan")
+    """DES: bytes delivered in the window's second half over its first half, minus 1 — near 0
+    in a steady state (see :data:`STEADY_DRIFT`); the fluid engine is a steady state (0)."""
+
+    @property
+    def steady(self) -> bool:
+        """Did the window measure a steady state (``|window_drift| <= STEADY_DRIFT``)?"""
+        return abs(self.window_drift) <= STEADY_DRIFT
 
     def summary(self) -> dict[str, Any]:
         """One row in :data:`SUMMARY_COLUMNS` (plus a few extras) for ``perfsim compare``."""
@@ -99,6 +112,7 @@ class Result:
             "retransmits": int(self.flows["retransmits"].sum()),
             "cpu_utilisation": cpu_s / dur / max(len(self.cores), 1),
             "measured_from_s": self.measured_from_s,
+            "window_drift": self.window_drift,
             "engine": self.engine,
         }
 
@@ -134,7 +148,7 @@ def run(spec: RunSpec, count_by_core: bool = False) -> Result:
         drops=out.drops, tables=out.tables, accounting=out.accounting,
         latencies_s=out.latencies_s.get(spec.workload, np.empty(0)), wall_s=out.wall_s,
         sim_events=out.sim_events, measured_from_s=out.measured_from_s, warm=out.warm,
-        stage_cores=out.stage_cores,
+        stage_cores=out.stage_cores, window_drift=out.window_drift,
     )
 
 
@@ -153,6 +167,6 @@ def run_fluid(spec: RunSpec) -> Result:
     return Result(
         spec=spec, flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links, drops=drops,
         tables=sol.conntrack, accounting={}, latencies_s=np.empty(0), wall_s=sol.wall_s,
-        sim_events=0, engine="fluid", timings=sol.timings, measured_from_s=spec.warmup_s,
+        sim_events=0, engine="fluid", window_drift=0.0, timings=sol.timings, measured_from_s=spec.warmup_s,
         latency_quantiles_s=(float(np.nanmedian(f["latency_p50_s"])), float(np.nanpercentile(f["latency_p99_s"], 99))),
     )

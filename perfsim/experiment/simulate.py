@@ -88,6 +88,10 @@ class Simulated:
     sim_events: int
     stage_cores: pd.DataFrame | None = None
     """With ``count_by_core``: units and bytes per (host, stage, core) over the whole run."""
+    window_drift: float = float("nan")
+    """Bytes delivered in the window's second half over its first half, minus 1 (NaN if the
+    first half delivered nothing): near 0 in a steady state; far from 0 the run measured a
+    transient (slow start, buffers filling, loss recovery) and a longer run is needed."""
 
 
 def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
@@ -145,7 +149,10 @@ def simulate(exp: Experiment) -> Simulated:
         f.stats.restart(t)
     take_snapshot()
     end = t + window_s
+    sim.run(t + window_s / 2)
+    first_half = sum(f.stats.bytes for f in flows)
     sim.run(end)
+    second_half = sum(f.stats.bytes for f in flows) - first_half
     rows = [
         {"flow": i, "group": p.group, "mode": exp.mode, "client": f"h{p.client[0]}c{p.client[1]}",
          "server": f"h{p.server[0]}c{p.server[1]}", **f.summary(end)}
@@ -172,4 +179,5 @@ def simulate(exp: Experiment) -> Simulated:
         wall_s=time.perf_counter() - wall0,
         sim_events=next(sim._eid),
         stage_cores=stage_core_frame(cl.hosts) if exp.count_by_core else None,
+        window_drift=second_half / first_half - 1.0 if first_half > 0 else float("nan"),
     )

@@ -54,7 +54,7 @@ def simulate_fluid(exp: Experiment) -> Simulated:
         flows=flows, stages=sol.stages, cores=sol.cores, links=sol.links,
         drops=sol.drops,
         tables=sol.conntrack, accounting={}, latencies_s=latencies, window_s=sol.window_s,
-        measured_from_s=exp.warmup_s, warm=True, wall_s=sol.wall_s, sim_events=0,
+        measured_from_s=exp.warmup_s, warm=True, window_drift=0.0, wall_s=sol.wall_s, sim_events=0,
     )
 
 
