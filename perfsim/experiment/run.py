@@ -45,8 +45,8 @@ SUMMARY_COLUMNS = [
 
 
 STEADY_DRIFT = 0.03
-"""Largest |change| of delivered bytes between the two halves of the measurement window that
-still counts as a steady state (TCP's sawtooth and scheduling noise stay well inside it)."""
+"""Largest ``|window_drift|`` that still counts as a steady state (TCP's sawtooth and
+scheduling noise stay well inside it)."""
 
 
 @dataclass
@@ -79,8 +79,10 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     """Fluid engine: wall seconds of its phases (probe, build, solve)."""
     window_drift: float = float("nan")
-    """DES: bytes delivered in the window's second half over its first half, minus 1 — near 0
-    in a steady state (see :data:`STEADY_DRIFT`); the fluid engine is a steady state (0)."""
+    """DES: how far the window is from a steady state — the change of delivered bytes from its
+    first half to its second, or the growth of written-but-unread bytes relative to those
+    delivered, whichever is larger (:func:`perfsim.experiment.simulate.window_drift`); near 0
+    in a steady state (see :data:`STEADY_DRIFT`).  The fluid engine is a steady state (0)."""
 
     @property
     def steady(self) -> bool:

@@ -89,9 +89,9 @@ class Simulated:
     stage_cores: pd.DataFrame | None = None
     """With ``count_by_core``: units and bytes per (host, stage, core) over the whole run."""
     window_drift: float = float("nan")
-    """Bytes delivered in the window's second half over its first half, minus 1 (NaN if the
-    first half delivered nothing): near 0 in a steady state; far from 0 the run measured a
-    transient (slow start, buffers filling, loss recovery) and a longer run is needed."""
+    """How far the window is from a steady state (:func:`window_drift`): near 0 in one; far
+    from 0 the run measured a transient (slow start, buffers filling, loss recovery) and a
+    longer run is needed.  NaN if the window's first half delivered nothing."""
 
 
 def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
@@ -102,6 +102,28 @@ def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
     if cluster.idle_wakeup_s is not None:
         profile = profile.with_idle_wakeup(cluster.idle_wakeup_s)
     return profile
+
+
+def unread_bytes(flows: list[Flow]) -> int:
+    """Bytes TCP stream clients have written that their server has not read yet: send buffers,
+    bytes in flight and receive queues, summed."""
+    total = 0
+    for f in flows:
+        if f.workload == "tcp_stream" and f.server_conn is not None:
+            total += f.client_sock.write_end - 1 - f.server_conn.bytes_read
+    return total
+
+
+def window_drift(first_half_bytes: int, second_half_bytes: int, unread_growth_bytes: int) -> float:
+    """The larger (in magnitude) of two signs of a transient in a measurement window: the change
+    of delivered bytes from its first half to its second (``second / first - 1``), and the
+    growth of bytes written but not yet read (:func:`unread_bytes`) relative to those
+    delivered — buffers filling at a constant rate look steady by the first sign alone."""
+    if first_half_bytes <= 0:
+        return float("nan")
+    rate = second_half_bytes / first_half_bytes - 1.0
+    backlog = unread_growth_bytes / (first_half_bytes + second_half_bytes)
+    return rate if abs(rate) >= abs(backlog) else backlog
 
 
 def simulate(exp: Experiment) -> Simulated:
@@ -148,6 +170,7 @@ def simulate(exp: Experiment) -> Simulated:
     for f in flows:
         f.stats.restart(t)
     take_snapshot()
+    unread_at_start = unread_bytes(flows)
     end = t + window_s
     sim.run(t + window_s / 2)
     first_half = sum(f.stats.bytes for f in flows)
@@ -179,5 +202,5 @@ def simulate(exp: Experiment) -> Simulated:
         wall_s=time.perf_counter() - wall0,
         sim_events=next(sim._eid),
         stage_cores=stage_core_frame(cl.hosts) if exp.count_by_core else None,
-        window_drift=second_half / first_half - 1.0 if first_half > 0 else float("nan"),
+        window_drift=window_drift(first_half, second_half, unread_bytes(flows) - unread_at_start),
     )

@@ -98,7 +98,7 @@ def solve(
     if len(flows) == 0:
         raise ConfigError("flows", 0, "at least one flow")
     mode_options = dict(mode_options or {})
-    codes, classes = _flow_classes(flows, bool(publish))
+    codes, classes = _flow_classes(flows, bool(publish), cluster)
     validate_size(cluster, containers_per_host, mode, mode_options)
     probes = [probe_class(c, cluster=cluster, containers_per_host=containers_per_host, mode=mode,
                           mode_options=mode_options, profile=profile, seed=seed, duration_s=duration_s,
@@ -136,10 +136,16 @@ def solve(
     )
 
 
-def _flow_classes(flows: FlowSet, by_port: bool) -> tuple[np.ndarray, list[FlowClass]]:
+def _flow_classes(flows: FlowSet, by_port: bool, cluster: ClusterSpec) -> tuple[np.ndarray, list[FlowClass]]:
     """(class index of every flow, the classes).  ``by_port``: the server port is part of the
     class (published ports: a DNAT rule's position in the chain sets what a connection pays)."""
     n = len(flows)
+    # TCP streams whose client's application core runs another flow's client (FlowClass.app_core_shared)
+    k = cluster.cores
+    app_core = (flows.client_host + flows.client_container) % k if cluster.testbed else flows.client_container % k
+    pool = np.zeros(n, dtype=np.int64) if cluster.testbed else flows.client_host
+    _, where, count = np.unique(pool * k + app_core, return_inverse=True, return_counts=True)
+    shared = (count[where] > 1) & (flows.workload == "tcp_stream")
     relation = np.where(flows.client_host != flows.server_host, "cross-host",
                         np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
     span = int(max(flows.client_container.max(), flows.server_container.max())) + 1
@@ -152,11 +158,13 @@ def _flow_classes(flows: FlowSet, by_port: bool) -> tuple[np.ndarray, list[FlowC
                                                                        "elsewhere", "no"))
     keys = pd.DataFrame({"workload": flows.workload, "message_size": flows.message_size,
                          "relation": relation, "rate_bps": flows.rate_bps, "server_sends": server_sends,
-                         "server_port": flows.server_port if by_port else np.full(n, PROBE_SERVER_PORT)})
+                         "server_port": flows.server_port if by_port else np.full(n, PROBE_SERVER_PORT),
+                         "app_core_shared": shared})
     codes, uniques = pd.MultiIndex.from_frame(keys).factorize()
     ahead = _ports_ahead(flows)
-    classes = [FlowClass(str(w), int(m), str(r), float(b), str(ss), ahead if r == "cross-host" else 0, int(port))
-               for (w, m, r, b, ss, port) in uniques]
+    classes = [FlowClass(str(w), int(m), str(r), float(b), str(ss), ahead if r == "cross-host" else 0, int(port),
+                         bool(sh))
+               for (w, m, r, b, ss, port, sh) in uniques]
     return np.asarray(codes), classes
 
 

@@ -178,3 +178,32 @@ def test_neighbour_overflow_blocks_the_flows_past_gc_thresh3_as_in_the_des(mode:
     assert fluid.drops.set_index("site")["count"].to_dict() == {"h0.neigh": 2}
     ipip = simulate_fluid(replace(exp, mode="ipip"))  # remote hosts' entries are permanent there
     assert (ipip.flows["transactions"] > 0).all()
+
+
+def test_streams_taking_turns_on_an_application_core_are_probed_together() -> None:
+    """A lone stream's reader often holds its socket when the next skb arrives (the reader's
+    core processes it from the backlog and sends the ACK); streams that take turns on their
+    sending core arrive in bursts the reader has finished with, so that work moves to the
+    softirq core — here the sending core itself (a veth delivers on the CPU that sent)."""
+    from perfsim.fluid.engine import _flow_classes
+
+    one_per_core = RunSpec(mode="overlay", placement="same-host", streams=4, containers_per_host=4,
+                           cluster=ClusterSpec(hosts=2))
+    two_per_core = replace(one_per_core, streams=8, containers_per_host=8)
+    for spec, shared in ((one_per_core, False), (two_per_core, True)):
+        _, classes = _flow_classes(flows_of_spec(spec), False, spec.cluster)
+        assert [c.app_core_shared for c in classes] == [shared]
+    udp = replace(two_per_core, workload="udp_stream")
+    assert not _flow_classes(flows_of_spec(udp), False, udp.cluster)[1][0].app_core_shared
+
+    kw = dict(cluster=ClusterSpec(hosts=2), containers_per_host=8, mode="overlay", mode_options={},
+              profile="default", seed=0, duration_s=0.1, warmup_s=0.05)
+    lone = probe_class(FlowClass("tcp_stream", 131072, "same-host"), **kw)
+    turns = probe_class(FlowClass("tcp_stream", 131072, "same-host", app_core_shared=True), **kw)
+    cost = {p: {r.side: c for r, c in probe.cores if r.kind == "app"} for p, probe in (("lone", lone), ("turns", turns))}
+    assert turns.rate_per_s == lone.rate_per_s  # the cap is still the lone flow's
+    assert cost["turns"]["client"] > 1.05 * cost["lone"]["client"]
+    assert cost["turns"]["server"] < 0.9 * cost["lone"]["server"]
+    # the fluid engine now finds what the DES does with two streams per sending core
+    fluid, des = run(replace(two_per_core, engine="fluid")), run(two_per_core)
+    assert fluid.summary()["throughput_gbps"] == pytest.approx(des.summary()["throughput_gbps"], rel=0.03)
