@@ -244,7 +244,7 @@ def _run(
         for j in range(cls.ports_ahead):
             net.publish(server[0], server[1], AHEAD_PORT_BASE + j, AHEAD_PORT_BASE + j, proto)
     targets = [net.target(client, server, cls.server_port + i, proto) for i in range(flows)]
-    connect_ip, connect_port = targets[0]
+    connect_port = targets[0][1]
     fixed_ports = {cls.server_port, connect_port, VXLAN_PORT}
     for pool in pools if cores >= PROBE_CORES else ():
         pool.rss = _recorder(pool, steered, fixed_ports if cls.workload in NEW_PORT_WORKLOADS else None)  # type: ignore[method-assign]
@@ -254,7 +254,6 @@ def _run(
         client_port=PROBE_CLIENT_PORT + i, connect_ip=targets[i][0], connect_port=targets[i][1],
         rate_bps=cls.rate_bps, measure_from_s=0.0,
     ) for i in range(flows)]
-    flow = started[0]
     learner = _learning_peer(cls, client, server, size)
     if learner is not None:
         # one datagram from the server's container before the window: what its own flows teach
