@@ -207,3 +207,42 @@ def test_streams_taking_turns_on_an_application_core_are_probed_together() -> No
     # the fluid engine now finds what the DES does with two streams per sending core
     fluid, des = run(replace(two_per_core, engine="fluid")), run(two_per_core)
     assert fluid.summary()["throughput_gbps"] == pytest.approx(des.summary()["throughput_gbps"], rel=0.03)
+
+
+def test_a_tcp_sender_gets_what_the_receiving_work_on_its_core_leaves() -> None:
+    """Hand-computed: one core; flow A's receive work costs 0.5 s per unit there (its rate
+    alone: 1.2 units/s), flow B's sending application 0.5 s per unit.  Max-min: 1 unit/s each.
+    The sender yields: A runs at 1.2 (0.6 of the core), B gets the 0.4 left: 0.8."""
+    import scipy.sparse as sp
+
+    from perfsim.fluid.engine import _senders_yield
+    from perfsim.fluid.maxmin import maxmin_rates
+
+    rest = sp.csr_matrix(np.array([[0.5, 0.0]]))
+    send = sp.csr_matrix(np.array([[0.0, 0.5]]))
+    cap, capacity = np.array([1.2, np.inf]), np.ones(1)
+    start = maxmin_rates(rest + send, capacity, cap)
+    assert start == pytest.approx([1.0, 1.0])
+    assert _senders_yield(rest, send, capacity, cap, start) == pytest.approx([1.2, 0.8], rel=2e-3)
+    # a core that is not saturated, or holds only one kind of work, changes nothing
+    capped = np.array([1.2, 1.0])
+    idle = maxmin_rates(rest + send, np.array([2.0]), capped)
+    assert _senders_yield(rest, send, np.array([2.0]), capped, idle) is idle
+    alone = sp.csr_matrix(np.array([[0.5, 0.5]]))
+    assert _senders_yield(sp.csr_matrix((1, 2)), alone, capacity, cap, start) is start
+
+
+def test_in_a_ring_of_hosts_the_receiving_flow_keeps_its_rate_as_in_the_des() -> None:
+    """Overlay, 4 flows on 4 hosts: each host's container receives one flow and sends the next.
+    On hosts where RSS puts the receive softirq on the application core, the flow arriving
+    there keeps nearly its lone rate and the one leaving gets the rest — in both engines."""
+    spec = RunSpec(mode="overlay", streams=4, containers_per_host=1, cluster=ClusterSpec(hosts=4),
+                   duration_s=0.2, warmup_s=0.1)
+    des, fluid = run(spec), run(replace(spec, engine="fluid"))
+    d = des.flows["bytes"].to_numpy()
+    f = fluid.flows["bytes"].to_numpy()
+    assert f.sum() == pytest.approx(d.sum(), rel=0.03)
+    slowest = int(np.argmin(d))
+    assert int(np.argmin(f)) == slowest
+    assert f[slowest] < 0.6 * np.delete(f, slowest).min()
+    assert d[slowest] < 0.6 * np.delete(d, slowest).min()
