@@ -38,9 +38,10 @@ def test_fluid_throughput_within_5_percent_of_the_des(spec) -> None:
 @pytest.mark.parametrize(("mode", "placement", "flows", "hosts"), [
     ("overlay", "same-host", 16, 2),  # streams taking turns on a core: probed two at a time
     ("routed", "cross-host", 64, 4),  # 16 streams per NIC: the DES settles only after 0.4 s
+    ("overlay", "cross-host", 4, 4),  # a ring of hosts: senders yield to arriving work
 ])
-def test_points_where_one_engine_needed_more_than_the_lone_flow_or_a_short_run(mode: str, placement: str,
-                                                                              flows: int, hosts: int) -> None:
+def test_points_that_needed_more_than_a_lone_probe_max_min_or_a_short_run(mode: str, placement: str,
+                                                                         flows: int, hosts: int) -> None:
     spec = next(s for s in grid([mode], workloads=["tcp_stream"], flows=[flows], hosts=[hosts])
                 if s.placement == placement)
     row = compare_point(spec)
