@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows)
     err = table["error"].abs()
     print(f"\n{len(table)} points: mean |error| {100 * err.mean():.2f}%, max {100 * err.max():.2f}%, "
-          f"within {100 * TOLERANCE:.0f}%: {100 * (err <= TOLERANCE).mean():.0f}%")
+          f"within {100 * TOLERANCE:.0f}%: {int((err <= TOLERANCE).sum())} of {len(table)} "
+          f"({100 * (err <= TOLERANCE).mean():.1f}%)")
     print(f"wall: DES {table['des_wall_s'].sum():.1f} s, fluid {table['fluid_wall_s'].sum():.1f} s")
     print(table.groupby(["mode", "workload"])["error"].agg(lambda e: f"max {100 * e.abs().max():.1f}%").to_string())
     return 0
