@@ -191,10 +191,10 @@ def _note_unsteady(table: Any) -> None:
     unsteady = table[drift > STEADY_DRIFT]
     if len(unsteady):
         worst = unsteady.loc[drift[drift > STEADY_DRIFT].idxmax()]
-        print(f"note: {len(unsteady)} of {len(table)} runs not in a steady state (delivered bytes changed by up to "
-              f"{worst['window_drift']:+.0%} between the halves of the measurement window, e.g. {worst['mode']} "
-              f"{worst['workload']} x{worst['streams']}); a longer --duration measures the steady state",
-              file=sys.stderr)
+        print(f"note: {len(unsteady)} of {len(table)} runs not in a steady state (window drift up to "
+              f"{worst['window_drift']:+.0%}, {worst['mode']} {worst['workload']} x{worst['streams']}: delivered bytes "
+              "changed between the halves of the measurement window, or unread buffers grew); a longer --duration "
+              "measures the steady state", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,25 @@ def write_report(out_dir: Path, table: pd.DataFrame, stages: pd.DataFrame | None
     return paths
 
 
+def _unsteady_note(table: pd.DataFrame) -> str:
+    """A warning naming the runs whose measurement window was not a steady state (empty if none
+    or if the table has no ``window_drift``)."""
+    from perfsim.experiment.run import STEADY_DRIFT
+
+    if "window_drift" not in table:
+        return ""
+    bad = table[table["window_drift"].abs() > STEADY_DRIFT]
+    if bad.empty:
+        return ""
+    where = "hosts" in table and table["hosts"].nunique() > 1
+    runs = "; ".join(f"{r.mode} {r.workload} × {r.streams}{f' on {r.hosts} hosts' if where else ''} "
+                     f"({r.window_drift:+.0%})" for r in bad.itertuples())
+    return (f'<p class="note">{len(bad)} of {len(table)} runs measured a transient, not a steady state '
+            f"(delivered bytes or unread buffers changed by more than {STEADY_DRIFT:.0%} within the "
+            f"measurement window): {html.escape(runs)}. Their figures are those of the ramp-up; a longer "
+            "<code>--duration</code> measures the steady state.</p>")
+
+
 def _page(table: pd.DataFrame, meta: Mapping[str, Any], imgs: dict[str, str], stage_note: str) -> str:
     modes = ", ".join(dict.fromkeys(str(m) for m in table["mode"]))
     title = f"perfsim compare: {modes}"
@@ -225,6 +244,7 @@ def _page(table: pd.DataFrame, meta: Mapping[str, Any], imgs: dict[str, str], st
         imgs["headline.png"],
         ('<p class="caption">Aggregate throughput of all streams, and CPU seconds (all cores, all hosts) '
          "per GB delivered, for the workload swept over scale.</p>"),
+        _unsteady_note(table),
         ("<h2>Throughput and CPU cost by number of hosts</h2>" + imgs["hosts.png"]
          + '<p class="caption">The same workload with a fixed number of flows per host, on more hosts.</p>')
         if "hosts.png" in imgs else "",

@@ -202,3 +202,14 @@ def test_bad_frames_raise_config_error_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^stages\.cpu_s: "):
         stage_cpu_figure(make_stages().drop(columns="cpu_s"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_names_the_runs_that_measured_a_transient(tmp_path: Path) -> None:
+    steady = make_table().assign(window_drift=0.01)
+    text, _ = _parse(write_report(tmp_path / "a", steady, make_stages(), META)["report.html"])
+    assert "transient" not in text
+    shaky = steady.copy()
+    shaky.loc[shaky.index[-1], "window_drift"] = 0.5
+    text, _ = _parse(write_report(tmp_path / "b", shaky, make_stages(), META)["report.html"])
+    assert "1 of 9 runs measured a transient" in text
+    assert "overlay tcp_stream × 16 (+50%)" in text
