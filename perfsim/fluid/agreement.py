@@ -56,7 +56,7 @@ def grid(
 
 
 def steady_des(spec: RunSpec, max_duration_s: float = MAX_DES_DURATION_S) -> tuple[Result, float]:
-    """The DES on ``spec``, run again twice as long (the first half warm-up) while its window
+    """The DES on ``spec``, run again twice as long (same warm-up share) while its window
     is not in a steady state (:attr:`Result.steady`) and ``max_duration_s`` allows.  Returns
     the last result and the wall seconds of all the runs.
 

@@ -222,8 +222,9 @@ def _run(
     flows: int = 1,
 ) -> _Outcome:
     """The probe run: ``flows`` flows of ``cls`` between the same two containers (client and
-    server ports :data:`PROBE_CLIENT_PORT` + i and ``cls.server_port`` + i); with ``cores`` = :data:`PROBE_CORES` every steered 5-tuple
-    gets a core of its own, and the costs per unit are those of all the flows together."""
+    server ports :data:`PROBE_CLIENT_PORT` + i and ``cls.server_port`` + i).  With ``cores`` of
+    at least :data:`PROBE_CORES` every steered 5-tuple gets a core of its own; the costs per
+    unit are those of all the flows together, the latency that of the first."""
     import time
 
     from perfsim.experiment.simulate import cluster_profile
@@ -324,7 +325,7 @@ def _run(
             probe.conntrack.append((side, created / units))
     probe.stages = {s: (after["stages"][s] - before["stages"][s]) / units for s in after["stages"]
                     if after["stages"][s] > before["stages"][s]}
-    probe.bytes_per_unit = 1.0 if unit == "byte" else float(row["bytes"]) / units
+    probe.bytes_per_unit = 1.0 if unit == "byte" else float(sum(r["bytes"] for r in rows)) / units
     probe.packets_per_unit = float(sum(r["packets"] for r in rows)) / units
     probe.latency_mean_s = float(row["latency_mean_s"])
     probe.latency_p50_s = float(row["latency_p50_s"])
