@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mtu", type=_positive_int, default=1500)
     c.add_argument("--offloads", default="on", help="on or off")
     c.add_argument("--duration", type=_number, default=0.02, help="simulated seconds per run")
+    c.add_argument("--until-steady", type=_number, default=None, metavar="MAX_S",
+                   help="run a DES run whose measurement window is not a steady state again twice as long, "
+                        "up to MAX_S simulated seconds (the duration used is in the duration_s column)")
     c.add_argument("--profile", default="default", help="built-in profile name or YAML file")
     c.add_argument("--seed", type=_positive_int, default=0)
     c.add_argument("--format", default="table", help="table, csv or json")
@@ -149,8 +152,12 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
         idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6, engine=args.engine,
     )
+    if args.until_steady is not None:
+        from perfsim.errors import check_number
+
+        check_number("--until-steady", args.until_steady, low=args.duration, high=3600.0)
     profile = load_profile(args.profile)
-    out = execute(specs, workers=args.workers, progress=True)
+    out = execute(specs, workers=args.workers, progress=True, until_steady_s=args.until_steady)
     table = out.table
     out_dir = Path(args.out)
     write_frame(table, out_dir / "compare.csv")
@@ -194,7 +201,7 @@ def _note_unsteady(table: Any) -> None:
         print(f"note: {len(unsteady)} of {len(table)} runs not in a steady state (window drift up to "
               f"{worst['window_drift']:+.0%}, {worst['mode']} {worst['workload']} x{worst['streams']}: delivered bytes "
               "changed between the halves of the measurement window, or unread buffers grew); a longer --duration "
-              "measures the steady state", file=sys.stderr)
+              "or --until-steady MAX_S measures the steady state", file=sys.stderr)
 
 
 if __name__ == "__main__":

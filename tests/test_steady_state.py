@@ -65,8 +65,20 @@ def test_compare_notes_runs_that_measured_a_transient(tmp_path: Path) -> None:
     drift = pd.read_csv(io.StringIO(short.stdout))["window_drift"]
     assert drift.iloc[0] > STEADY_DRIFT
     assert "note: 1 of 1 runs not in a steady state" in short.stderr
-    assert "a longer --duration measures the steady state" in short.stderr
+    assert "a longer --duration or --until-steady MAX_S measures the steady state" in short.stderr
     long = _compare(0.05, tmp_path / "long")
     assert long.returncode == 0, long.stderr
     assert abs(pd.read_csv(io.StringIO(long.stdout))["window_drift"].iloc[0]) <= STEADY_DRIFT
     assert "steady state" not in long.stderr
+
+
+def test_compare_until_steady_lengthens_a_run_until_its_window_is_steady(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "perfsim.cli", "compare", "--modes", "host", "--workload",
+                           "tcp_stream", "--streams", "1", "--duration", "0.002", "--until-steady", "0.1",
+                           "--format", "csv", "--out", str(tmp_path / "u")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    row = pd.read_csv(io.StringIO(proc.stdout)).iloc[0]
+    assert row["duration_s"] in (0.004, 0.008, 0.016, 0.032, 0.064)
+    assert abs(row["window_drift"]) <= STEADY_DRIFT
+    assert "steady state" not in proc.stderr

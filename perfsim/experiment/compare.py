@@ -28,7 +28,7 @@ import pandas as pd
 
 from perfsim.errors import ConfigError, check_number
 from perfsim.experiment.config import WORKLOADS, RunSpec
-from perfsim.experiment.run import SUMMARY_COLUMNS, run
+from perfsim.experiment.run import SUMMARY_COLUMNS, run, run_until_steady
 from perfsim.topology.cluster import ClusterSpec
 from perfsim.topology.modes import MODES
 
@@ -147,19 +147,29 @@ def plan(
     return specs
 
 
-def _run_one(spec: RunSpec) -> tuple[dict[str, Any], pd.DataFrame]:
-    result = run(spec)
+def _run_one(spec: RunSpec, until_steady_s: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    if until_steady_s is None:
+        result, wall = run(spec), None
+    else:
+        result, wall = run_until_steady(spec, until_steady_s)
+        spec = result.spec
     row = result.summary()
     c = spec.cluster
     row.update(hosts=c.hosts, containers_per_host=spec.containers_per_host, nic_gbps=c.nic_rate_bps / 1e9,
                cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed, duration_s=spec.duration_s,
-               seed=spec.seed, profile=spec.profile, wall_s=result.wall_s)
+               seed=spec.seed, profile=spec.profile, wall_s=result.wall_s if wall is None else wall)
     stages = result.stages.assign(mode=spec.mode, workload=spec.workload, streams=spec.streams)
     return row, stages
 
 
-def execute(specs: list[RunSpec], workers: int | None = None, progress: bool = False) -> CompareOutput:
-    """Run ``specs`` (in ``workers`` processes; default: one per core) and collect the table."""
+def execute(specs: list[RunSpec], workers: int | None = None, progress: bool = False,
+            until_steady_s: float | None = None) -> CompareOutput:
+    """Run ``specs`` (in ``workers`` processes; default: one per core) and collect the table.
+    With ``until_steady_s`` a DES run whose window is not a steady state is run again twice as
+    long, up to that many simulated seconds (:func:`perfsim.experiment.run.run_until_steady`)."""
+    if until_steady_s is not None:
+        longest = max((s.duration_s for s in specs), default=0.0)
+        check_number("until_steady_s", until_steady_s, low=longest, high=3600.0)
     t0 = time.perf_counter()
     workers = workers or min(len(specs), os.cpu_count() or 1)
     bar = None
@@ -171,13 +181,14 @@ def execute(specs: list[RunSpec], workers: int | None = None, progress: bool = F
     try:
         if workers <= 1:
             for spec in specs:
-                results.append(_run_one(spec))
+                results.append(_run_one(spec, until_steady_s))
                 if bar is not None:
                     bar.set_postfix_str(f"{spec.mode} {spec.workload} x{spec.streams}")
                     bar.update()
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                for spec, res in zip(specs, pool.map(_run_one, specs), strict=True):
+                runs = pool.map(_run_one, specs, [until_steady_s] * len(specs))
+                for spec, res in zip(specs, runs, strict=True):
                     results.append(res)
                     if bar is not None:
                         bar.set_postfix_str(f"{spec.mode} {spec.workload} x{spec.streams}")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from perfsim.experiment.config import RunSpec
-from perfsim.experiment.run import Result, run
+from perfsim.experiment.run import Result, run, run_until_steady
 from perfsim.topology.cluster import ClusterSpec
 from perfsim.topology.modes import MODES
 
@@ -56,20 +56,9 @@ def grid(
 
 
 def steady_des(spec: RunSpec, max_duration_s: float = MAX_DES_DURATION_S) -> tuple[Result, float]:
-    """The DES on ``spec``, run again twice as long (same warm-up share) while its window
-    is not in a steady state (:attr:`Result.steady`) and ``max_duration_s`` allows.  Returns
-    the last result and the wall seconds of all the runs.
-
-    The fluid engine is a steady state; the DES reaches one only after its transient — with
-    16–32 TCP flows on one NIC or core: slow-start losses, 4–6 MiB socket buffers filling, RTTs
-    of tens of ms behind a full transmit queue — which can outlast a short run."""
-    duration, wall = spec.duration_s, 0.0
-    while True:
-        des = run(replace(spec, engine="des", duration_s=duration, warmup_s=duration * spec.warmup_s / spec.duration_s))
-        wall += des.wall_s
-        if des.steady or 2 * duration > max_duration_s:
-            return des, wall
-        duration *= 2
+    """The DES on ``spec`` until its window is steady (:func:`run_until_steady`): the fluid
+    engine is a steady state, so it is compared with the DES's."""
+    return run_until_steady(replace(spec, engine="des"), max_duration_s)
 
 
 def compare_point(spec: RunSpec) -> dict[str, object]:

@@ -225,7 +225,7 @@ def _unsteady_note(table: pd.DataFrame) -> str:
     return (f'<p class="note">{len(bad)} of {len(table)} runs measured a transient, not a steady state '
             f"(delivered bytes or unread buffers changed by more than {STEADY_DRIFT:.0%} within the "
             f"measurement window): {html.escape(runs)}. Their figures are those of the ramp-up; a longer "
-            "<code>--duration</code> measures the steady state.</p>")
+            "<code>--duration</code> or <code>--until-steady MAX_S</code> measures the steady state.</p>")
 
 
 def _page(table: pd.DataFrame, meta: Mapping[str, Any], imgs: dict[str, str], stage_note: str) -> str:
