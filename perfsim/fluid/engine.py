@@ -25,8 +25,9 @@ Model
    another flow's sending application, the receiving work runs at its flow's rate and the
    senders share what it leaves (:func:`_senders_yield`).  Unpaced UDP senders overrun their
    receivers: softirq work first, at the offered rate (:func:`_greedy_udp`; with such flows
-   present TCP senders share max-min).  A host that must reach more peers than ``gc_thresh3`` leaves the
-   flows to the last ones without traffic (:func:`_neighbour_overflow`).
+   present TCP senders share max-min).  A host that must reach more peers than
+   ``gc_thresh3`` leaves the flows to the last ones without traffic
+   (:func:`_neighbour_overflow`).
 
 What it does not have: transients (slow start, socket buffers filling, table fill-up over
 time: its results are the steady state), TCP loss and retransmission, latency distributions
@@ -41,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
@@ -52,7 +52,7 @@ from perfsim.fluid.flows import FlowSet
 from perfsim.fluid.keys import hash_keys, rss_cores
 from perfsim.fluid.maxmin import checked_matrices, maxmin_rates, maxmin_rates_checked
 from perfsim.fluid.probe import PROBE_SERVER_PORT, FlowClass, PathProbe, Role, probe_class, validate_size
-from perfsim.topology.cluster import FABRIC_NET, ClusterSpec
+from perfsim.topology.cluster import FABRIC_NET, ClusterSpec, app_core_index
 
 RR_ITERATIONS = 40
 """At most this many steps of the closed loops' fixed point (matrix products only)."""
@@ -147,10 +147,9 @@ def _flow_classes(flows: FlowSet, by_port: bool, cluster: ClusterSpec) -> tuple[
     class (published ports: a DNAT rule's position in the chain sets what a connection pays)."""
     n = len(flows)
     # TCP streams whose client's application core runs another flow's client (FlowClass.app_core_shared)
-    k = cluster.cores
-    app_core = (flows.client_host + flows.client_container) % k if cluster.testbed else flows.client_container % k
+    app_core = app_core_index(cluster, flows.client_host, flows.client_container)
     pool = np.zeros(n, dtype=np.int64) if cluster.testbed else flows.client_host
-    _, where, count = np.unique(pool * k + app_core, return_inverse=True, return_counts=True)
+    _, where, count = np.unique(pool * cluster.cores + app_core, return_inverse=True, return_counts=True)
     shared = (count[where] > 1) & (flows.workload == "tcp_stream")
     relation = np.where(flows.client_host != flows.server_host, "cross-host",
                         np.where(flows.client_container != flows.server_container, "same-host", "same-container"))
@@ -364,7 +363,7 @@ def _core_resource(role: Role, flows: FlowSet, idx: np.ndarray, values: dict[str
     if role.kind == "app":
         h = (flows.client_host if role.side == "client" else flows.server_host)[idx]
         c = (flows.client_container if role.side == "client" else flows.server_container)[idx]
-        core = (h + c) % k if cluster.testbed else c % k
+        core = app_core_index(cluster, h, c)
     elif role.kind == "steer":
         assert role.template is not None
         hashes = hash_keys(*role.template.instantiate(values, idx.size))
@@ -436,7 +435,7 @@ def _senders_yield(rest: sp.csr_matrix, send: sp.csr_matrix, capacity: np.ndarra
     flow's receive side meets another flow's sender, the receiving flow keeps (nearly) its rate
     and the sender gets the rest — where max-min would split the core equally (a ring of hosts,
     each container receiving one flow and sending the next: −6 … −10 % of the DES's throughput
-    before this rule, within 1 % with it).
+    before this rule, within 2 % with it).
 
     ``rest``: every demand but the senders' application cores (``full``); ``send``: those.
     Fixed point of: the rest's load at the current rates leaves ``residual`` of each core; one

@@ -26,6 +26,7 @@ them (client on cpu0, server on cpu1; everything on cpu0 when K is 1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from perfsim.components.conntrack import NF_CT_EVICTION_RANGE, Conntrack, ConntrackTimeouts
 from perfsim.components.host import Host, Offloads
@@ -43,6 +44,9 @@ TESTBED_MAX_HOSTS = 2
 
 FABRIC_NET = 0x0A000000  # 10.0.0.0/16
 FABRIC_PLEN = 16
+
+IntLike = TypeVar("IntLike", int, Any)
+"""An index or an array of them."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -149,8 +153,9 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
     return cl
 
 
-def app_core_index(spec: ClusterSpec, h: int, c: int) -> int:
+def app_core_index(spec: ClusterSpec, h: IntLike, c: IntLike) -> IntLike:
     """The core container ``c`` of host ``h`` runs its application on: ``c mod K`` on a
     cluster (every host has its own K cores); ``(h + c) mod K`` on the testbed, where the hosts
-    share the machine's cores and the harness pins the client to cpu0 and the server to cpu1."""
+    share the machine's cores and the harness pins the client to cpu0 and the server to cpu1.
+    ``h`` and ``c`` may be numpy arrays (the fluid engine's flows, element by element)."""
     return (h + c) % spec.cores if spec.testbed else c % spec.cores
