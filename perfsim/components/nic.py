@@ -2,8 +2,9 @@
 
 Transmit (``Nic.xmit``): ``dev_xmit`` (qdisc) and ``nic_tx`` (driver) per skb on the sending
 core; a GSO super-segment is cut into frames by the NIC (TSO, free for the CPU) or, with TSO
-off, by software GSO just before the driver (``gso_segment`` per frame).  The frames then wait
-in the NIC's transmit :class:`~perfsim.components.link.Link`.
+off, by software GSO just before the driver (``gso_segment`` per frame).  The skb then waits in
+the NIC's queueing discipline: ``fq_codel`` (:class:`~perfsim.components.codel.CodelLink`, the
+default) or ``pfifo``, a tail-drop :class:`~perfsim.components.link.Link` of ``queue_packets``.
 
 Receive (``Nic.put``, called by the wire): receive-side scaling picks the core by the hash of
 the (outer) 5-tuple; that core runs the driver (``nic_rx`` per frame) and, with GRO on, merges
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from perfsim.components.codel import QDISCS, CodelLink
 from perfsim.components.link import Link
 from perfsim.components.netdev import NetDevice
 from perfsim.core.element import Element
 from perfsim.core.packet import Packet
 from perfsim.core.sim import Sim
-from perfsim.errors import check_number
+from perfsim.errors import ConfigError, check_number
 
 if TYPE_CHECKING:
     from perfsim.components.host import Host
 
 
 class Nic(NetDevice):
-    """A physical NIC of ``rate_bps`` with a transmit queue of ``queue_packets``."""
+    """A physical NIC of ``rate_bps`` behind the queueing discipline ``qdisc`` (``queue_packets``
+    is the ``pfifo`` limit, ``txqueuelen``)."""
 
     def __init__(
         self,
@@ -40,10 +43,15 @@ class Nic(NetDevice):
         mtu_bytes: int = 1500,
         queue_packets: int = 1000,
         wire_overhead_bytes: int = 24,
+        qdisc: str = "fq_codel",
     ) -> None:
         super().__init__(host, name, mac, mtu_bytes)
-        self.tx_link = Link(
-            host.sim, f"{name}.tx", rate_bps, 0.0, queue_packets, mtu_bytes, wire_overhead_bytes
+        if qdisc not in QDISCS:
+            raise ConfigError("qdisc", qdisc, " or ".join(QDISCS))
+        self.tx_link: Link = (
+            CodelLink(host.sim, f"{name}.tx", rate_bps, 0.0, mtu_bytes, wire_overhead_bytes)
+            if qdisc == "fq_codel"
+            else Link(host.sim, f"{name}.tx", rate_bps, 0.0, queue_packets, mtu_bytes, wire_overhead_bytes)
         )
         self._dev_xmit = host.stage("dev_xmit")
         self._nic_tx = host.stage("nic_tx")

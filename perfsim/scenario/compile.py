@@ -73,7 +73,8 @@ def cluster_spec(scenario: Scenario) -> ClusterSpec:
     try:
         return ClusterSpec(
             hosts=h.count, cores=h.cores, nic_rate_bps=h.nic_gbps * 1e9, fabric_delay_s=scenario.fabric.delay_us * 1e-6,
-            mtu_bytes=h.mtu_bytes, offloads=h.offloads, rps=h.rps, nic_queue_packets=scenario.fabric.queue_packets,
+            mtu_bytes=h.mtu_bytes, offloads=h.offloads, rps=h.rps, nic_qdisc=h.qdisc,
+            nic_queue_packets=scenario.fabric.queue_packets,
             nf_conntrack_max=h.nf_conntrack_max, gc_thresh3=h.gc_thresh3, testbed=h.testbed,
         )
     except ConfigError as exc:  # the model's limits are the same; kept as a safety net

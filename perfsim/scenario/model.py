@@ -25,6 +25,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from perfsim.components.codel import QDISCS
 from perfsim.errors import ConfigError
 from perfsim.experiment.config import WORKLOADS
 from perfsim.topology.modes import MODES
@@ -161,6 +162,8 @@ class Hosts:
     mtu_bytes: int = _f(1500, "MTU of the NICs and the fabric, bytes", minimum=68, maximum=65535)
     offloads: bool = _f(True, "TSO/GSO/GRO on (64 KiB super-segments) or off (every frame pays)")
     rps: bool = _f(False, "Receive Packet Steering: spread receive work over cores")
+    qdisc: str = _f("fq_codel", "queueing discipline of each NIC: fq_codel (Linux's default, CoDel AQM) "
+                                "or pfifo (tail drop at fabric.queue_packets)", enum=QDISCS)
     nf_conntrack_max: int = _f(262144, "conntrack table size per host (net.netfilter.nf_conntrack_max)",
                                minimum=1, maximum=1 << 31)
     gc_thresh3: int = _f(1024, "neighbour table hard limit per namespace (net.ipv4.neigh.default.gc_thresh3)",
@@ -177,7 +180,7 @@ class Fabric:
     """The switch that joins the hosts."""
 
     delay_us: float = _f(5.0, "propagation delay of each switch port, microseconds", minimum=0, maximum=1e6)
-    queue_packets: int = _f(1000, "tail-drop queue of each NIC and switch port, packets",
+    queue_packets: int = _f(1000, "tail-drop queue of each switch port (and of a NIC with hosts.qdisc pfifo), packets",
                             minimum=1, maximum=10_000_000)
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ from perfsim.components.host import Host, Offloads
 from perfsim.components.netdev import NetDevice, VethEnd
 from perfsim.components.netfilter import Netfilter
 from perfsim.components.netns import NetNs
+from perfsim.components.codel import QDISCS
 from perfsim.components.nic import Nic, Switch
 from perfsim.core.addr import mac_for
 from perfsim.core.cpu import CpuPool
@@ -60,6 +61,9 @@ class ClusterSpec:
     mtu_bytes: int = 1500
     offloads: bool = True
     rps: bool = False
+    nic_qdisc: str = "fq_codel"
+    """Queueing discipline of every host's NIC (:mod:`perfsim.components.codel`): ``fq_codel``
+    (Linux's default via systemd) or ``pfifo`` (tail drop at ``nic_queue_packets``)."""
     nic_queue_packets: int = 1000
     nf_conntrack_max: int = 262144
     gc_thresh3: int = 1024
@@ -90,6 +94,8 @@ class ClusterSpec:
         check_number("nic_rate_bps", self.nic_rate_bps, low=0, low_inclusive=False, high=1e13)
         check_number("fabric_delay_s", self.fabric_delay_s, low=0, high=1.0)
         check_number("mtu_bytes", self.mtu_bytes, low=68, high=65535, integer=True)
+        if self.nic_qdisc not in QDISCS:
+            raise ConfigError("nic_qdisc", self.nic_qdisc, " or ".join(QDISCS))
         check_number("nic_queue_packets", self.nic_queue_packets, low=1, high=10_000_000, integer=True)
         check_number("nf_conntrack_max", self.nf_conntrack_max, low=1, high=1 << 31, integer=True)
         check_number("gc_thresh3", self.gc_thresh3, low=1, high=1 << 31, integer=True)
@@ -135,7 +141,8 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
         if spec.testbed:
             dev = VethEnd(host, f"h{i}/eth0", cl.new_mac(), spec.mtu_bytes)
         else:
-            dev = Nic(host, f"h{i}/eth0", cl.new_mac(), spec.nic_rate_bps, spec.mtu_bytes, spec.nic_queue_packets)
+            dev = Nic(host, f"h{i}/eth0", cl.new_mac(), spec.nic_rate_bps, spec.mtu_bytes, spec.nic_queue_packets,
+                      qdisc=spec.nic_qdisc)
         root.add_device(dev, cl.host_ip(i), FABRIC_PLEN)
         cl.hosts.append(host)
         cl.roots.append(root)

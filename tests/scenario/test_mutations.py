@@ -36,7 +36,7 @@ VALUES = [
     65535, 70000, "", "tcp", "udp", "x", "Bad Name", "bridge", "overlay", [], [1], {}, {"a": 1},
     0.001, 0.002, 1500, 117,
 ]
-OBJECT_KEYS = {"hosts": ("count", "cores", "nic_gbps", "mtu_bytes", "offloads", "rps"),
+OBJECT_KEYS = {"hosts": ("count", "cores", "nic_gbps", "mtu_bytes", "offloads", "rps", "qdisc"),
                "fabric": ("delay_us", "queue_packets"), "network": ("mode", "options", "publish")}
 
 

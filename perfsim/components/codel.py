@@ -1,0 +1,145 @@
+"""A host NIC's transmit queue under ``fq_codel``, Linux's default queueing discipline.
+
+Why it matters
+--------------
+systemd sets ``net.core.default_qdisc = fq_codel`` (``/usr/lib/sysctl.d/50-default.conf``) on
+the distributions Docker hosts run, so that is the qdisc in front of a host's NIC.  A container's
+TCP segments reach it after a veth, which orphans the skb: TCP Small Queues no longer bounds
+what a socket has queued there, and with a tail-drop FIFO of ``txqueuelen`` = 1000 skbs (64 KiB
+GSO super-segments, 50 ms at 10 Gbit/s) many such streams fill it, lose bursts of whole
+super-segments together and recover with smaller skbs.  CoDel instead drops one skb at a time
+once the queue has stood above 5 ms for 100 ms.
+
+Model (RFC 8289, the ``fq_codel`` defaults)
+-------------------------------------------
+* ``target`` 5 ms, ``interval`` 100 ms: a packet is dropped at dequeue when the sojourn time
+  of the packets dequeued has stayed at or above ``target`` for an ``interval``; while in that
+  dropping state the next drop is ``interval / sqrt(count)`` after the previous one, and the
+  state ends at the first packet below ``target``; re-entering soon after resumes ``count``
+  (the RFC's ``count - lastcount`` rule).
+* Limits ``limit`` 10240 packets and ``memory_limit`` 32 MiB (as bytes still to serialize); an
+  arriving packet beyond either is dropped (reason ``qdisc_limit``).
+* Because the queue is served first come first served (:class:`~perfsim.components.link.Link`'s
+  Lindley recursion), a packet's dequeue time and sojourn are known when it arrives, so CoDel's
+  dequeue-time decision is taken then, in dequeue order; a dropped packet is reported at its
+  dequeue time (reason ``codel``) and never occupies the wire.
+
+Assumptions: one CoDel instance on one FIFO.  ``fq_codel``'s per-flow queues (deficit round
+robin, a CoDel per flow) are not modelled: with every flow backlogged each flow's sojourn is
+the queue's, but a thin flow behind fat ones waits as in a FIFO here, and a limit drop takes
+the arriving packet rather than the head of the fattest flow.  CoDel's "backlog below one MTU"
+exemption is not applied (the packets behind a packet are not known when it arrives).
+"""
+
+from __future__ import annotations
+
+import math
+
+from perfsim.components.link import Link
+from perfsim.core.packet import Packet
+from perfsim.core.sim import Sim
+from perfsim.units import ETH_HDR_BYTES
+
+QDISCS = ("fq_codel", "pfifo")
+"""Queueing disciplines a host NIC can have: ``fq_codel`` (Linux's default through systemd) or
+``pfifo`` (tail drop at ``txqueuelen``, the kernel's built-in ``pfifo_fast`` default)."""
+
+CODEL_TARGET_S = 5e-3
+CODEL_INTERVAL_S = 100e-3
+FQ_CODEL_LIMIT_PACKETS = 10240
+FQ_CODEL_MEMORY_LIMIT_BYTES = 32 << 20
+_RESUME_WINDOW_S = 16 * CODEL_INTERVAL_S
+"""CoDel resumes its drop count if it re-enters the dropping state within this time."""
+
+
+class CodelLink(Link):
+    """A :class:`Link` whose queue is managed by CoDel with ``fq_codel``'s limits."""
+
+    def __init__(
+        self,
+        sim: Sim,
+        name: str,
+        rate_bps: float,
+        delay_s: float = 0.0,
+        mtu_bytes: int = 1500,
+        overhead_bytes: int = 0,
+        target_s: float = CODEL_TARGET_S,
+        interval_s: float = CODEL_INTERVAL_S,
+        limit_packets: int = FQ_CODEL_LIMIT_PACKETS,
+        memory_limit_bytes: int = FQ_CODEL_MEMORY_LIMIT_BYTES,
+    ) -> None:
+        super().__init__(sim, name, rate_bps, delay_s, limit_packets, mtu_bytes, overhead_bytes)
+        self.target_s = target_s
+        self.interval_s = interval_s
+        self._max_backlog_s = memory_limit_bytes * self._s_per_byte
+        self._first_above_s = 0.0
+        self._dropping = False
+        self._drop_next_s = 0.0
+        self._count = 0
+        self._lastcount = 0
+        self.codel_drops = 0
+
+    def enqueue(self, pkt: Packet) -> float:
+        """Queue ``pkt``; return the time its last bit leaves, or -1.0 if it is dropped (now for
+        a limit, at its dequeue time for CoDel)."""
+        now = self.sim.env._now
+        dq = self._departures
+        while dq and dq[0] <= now:
+            dq.popleft()
+        busy = self._busy_until
+        start = busy if busy > now else now  # noqa: PLR1730 - cheaper than max()
+        if len(dq) >= self.queue_packets or start - now > self._max_backlog_s:
+            self.sim.drop(pkt, self.name, "qdisc_limit")
+            return -1.0
+        if pkt.hdr_bytes - ETH_HDR_BYTES + pkt.payload_bytes // pkt.segs > self.mtu_bytes:
+            self.sim.drop(pkt, self.name, "mtu_exceeded")
+            return -1.0
+        if self._codel_drops(start - now, start):
+            self.codel_drops += 1
+            self.sim.call_at(start, self._drop_codel, pkt)
+            return -1.0
+        nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
+        tx = nbytes * self._s_per_byte
+        departure = start + tx
+        self._busy_until = departure
+        dq.append(departure)
+        if len(dq) > self.max_queue:
+            self.max_queue = len(dq)
+        self.sent_packets += 1
+        self.sent_bytes += nbytes
+        self.busy_s += tx
+        self.sim.call_at(departure + self.delay_s, self.out.put, pkt)  # type: ignore[union-attr]
+        return departure
+
+    put = enqueue  # type: ignore[assignment]
+
+    def _drop_codel(self, pkt: Packet) -> None:
+        self.sim.drop(pkt, self.name, "codel")
+
+    def _codel_drops(self, sojourn_s: float, now_s: float) -> bool:
+        """CoDel's dequeue decision (RFC 8289 ``codel_dequeue``) for a packet dequeued at
+        ``now_s`` after waiting ``sojourn_s``."""
+        ok_to_drop = False
+        if sojourn_s < self.target_s:
+            self._first_above_s = 0.0
+        elif self._first_above_s == 0.0:
+            self._first_above_s = now_s + self.interval_s
+        elif now_s >= self._first_above_s:
+            ok_to_drop = True
+        if self._dropping:
+            if not ok_to_drop:
+                self._dropping = False
+                return False
+            if now_s < self._drop_next_s:
+                return False
+            self._count += 1
+            self._drop_next_s += self.interval_s / math.sqrt(self._count)
+            return True
+        if not ok_to_drop:
+            return False
+        self._dropping = True
+        delta = self._count - self._lastcount
+        self._count = delta if delta > 1 and now_s - self._drop_next_s < _RESUME_WINDOW_S else 1
+        self._drop_next_s = now_s + self.interval_s / math.sqrt(self._count)
+        self._lastcount = self._count
+        return True
