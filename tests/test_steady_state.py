@@ -14,6 +14,7 @@ import pytest
 
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.run import STEADY_DRIFT, run
+from perfsim.experiment.simulate import window_drift
 from perfsim.fluid.agreement import steady_des
 
 
@@ -31,6 +32,16 @@ def test_a_steady_stream_has_small_drift_and_slow_start_a_large_one() -> None:
     # nothing delivered in the first half yet: no drift to speak of, and not steady
     cold = run(_host_stream(0.001))
     assert cold.window_drift != cold.window_drift and not cold.steady
+
+
+def test_drift_is_the_largest_sign_of_a_transient() -> None:
+    """Delivered 100 then 110 bytes (+10 %); written-but-unread grew by 21 (+10 % of 210);
+    bytes already sent but unread shrank by 42 (-20 %): a recovery's out-of-order backlog
+    draining while send buffers refill, invisible in the sum of the two."""
+    assert window_drift(100, 110, 21, -42) == pytest.approx(-0.2)
+    assert window_drift(100, 110, 0, 0) == pytest.approx(0.1)
+    assert window_drift(100, 100, 0, 0) == 0.0
+    assert window_drift(0, 100, 0, 0) != window_drift(0, 100, 0, 0)  # nothing in the first half: nan
 
 
 def test_the_fluid_engine_is_a_steady_state() -> None:

@@ -104,26 +104,31 @@ def cluster_profile(cluster: ClusterSpec, profile: Profile) -> Profile:
     return profile
 
 
-def unread_bytes(flows: list[Flow]) -> int:
-    """Bytes TCP stream clients have written that their server has not read yet: send buffers,
-    bytes in flight and receive queues, summed."""
-    total = 0
+def unread_bytes(flows: list[Flow]) -> tuple[int, int]:
+    """Bytes TCP stream clients have written that their server has not read yet, summed: all of
+    them (send buffers, bytes in flight, receive and out-of-order queues), and those already
+    handed to the network (from the highest sequence sent: in flight and received)."""
+    written = sent = 0
     for f in flows:
         if f.workload == "tcp_stream" and f.server_conn is not None:
-            total += f.client_sock.write_end - 1 - f.server_conn.bytes_read
-    return total
+            read = f.server_conn.bytes_read
+            written += f.client_sock.write_end - 1 - read
+            sent += f.client_sock.snd_max - 1 - read
+    return written, sent
 
 
-def window_drift(first_half_bytes: int, second_half_bytes: int, unread_growth_bytes: int) -> float:
-    """The larger (in magnitude) of two signs of a transient in a measurement window: the change
-    of delivered bytes from its first half to its second (``second / first - 1``), and the
-    growth of bytes written but not yet read (:func:`unread_bytes`) relative to those
-    delivered — buffers filling at a constant rate look steady by the first sign alone."""
+def window_drift(first_half_bytes: int, second_half_bytes: int, *unread_growth_bytes: int) -> float:
+    """The largest (in magnitude) sign of a transient in a measurement window: the change of
+    delivered bytes from its first half to its second (``second / first - 1``), and the growth
+    of each count of bytes written but not yet read (:func:`unread_bytes`) relative to those
+    delivered.  Buffers filling at a constant rate look steady by the first sign alone; the
+    backlog of a loss recovery draining (data held out of order behind a hole, released when
+    the hole is filled, while send buffers refill) shows only in the bytes already sent."""
     if first_half_bytes <= 0:
         return float("nan")
-    rate = second_half_bytes / first_half_bytes - 1.0
-    backlog = unread_growth_bytes / (first_half_bytes + second_half_bytes)
-    return rate if abs(rate) >= abs(backlog) else backlog
+    delivered = first_half_bytes + second_half_bytes
+    signs = [second_half_bytes / first_half_bytes - 1.0, *(g / delivered for g in unread_growth_bytes)]
+    return max(signs, key=abs)
 
 
 def simulate(exp: Experiment) -> Simulated:
@@ -202,5 +207,6 @@ def simulate(exp: Experiment) -> Simulated:
         wall_s=time.perf_counter() - wall0,
         sim_events=next(sim._eid),
         stage_cores=stage_core_frame(cl.hosts) if exp.count_by_core else None,
-        window_drift=window_drift(first_half, second_half, unread_bytes(flows) - unread_at_start),
+        window_drift=window_drift(first_half, second_half,
+                                  *(b - a for a, b in zip(unread_at_start, unread_bytes(flows), strict=True))),
     )
