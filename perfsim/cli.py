@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cores", type=_positive_int, default=4)
     c.add_argument("--mtu", type=_positive_int, default=1500)
     c.add_argument("--offloads", default="on", help="on or off")
+    c.add_argument("--qdisc", default="fq_codel",
+                   help="queueing discipline of every host NIC: fq_codel (Linux's default) or pfifo (1000-packet tail drop)")
     c.add_argument("--duration", type=_number, default=0.02, help="simulated seconds per run")
     c.add_argument("--until-steady", type=_number, default=None, metavar="MAX_S",
                    help="run a DES run whose measurement window is not a steady state again twice as long, "
@@ -140,6 +142,10 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         raise ConfigError("--format", args.format, f"one of {', '.join(FORMATS)}")
     if args.offloads not in ("on", "off"):
         raise ConfigError("--offloads", args.offloads, "on or off")
+    from perfsim.components.codel import QDISCS
+
+    if args.qdisc not in QDISCS:
+        raise ConfigError("--qdisc", args.qdisc, " or ".join(QDISCS))
     if args.idle_wakeup_us is not None:
         from perfsim.errors import check_number
 
@@ -149,7 +155,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         modes, workload=args.workload, streams=args.streams, message_size=args.message_size,
         hosts=args.hosts, containers_per_host=args.containers_per_host, placement=args.placement,
         nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
-        duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
+        qdisc=args.qdisc, duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
         idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6, engine=args.engine,
     )
     if args.until_steady is not None:

@@ -108,6 +108,7 @@ def test_unknown_profile_and_bad_profile_file(tmp_path) -> None:  # type: ignore
         (["compare", "--streams", "0"], "streams: got 0"),
         (["compare", "--format", "xml"], "--format: got 'xml'"),
         (["compare", "--offloads", "maybe"], "--offloads: got 'maybe'"),
+        (["compare", "--qdisc", "red"], "--qdisc: got 'red'; allowed: fq_codel or pfifo"),
         (["compare", "--until-steady", "0.01"], "--until-steady: got 0.01; allowed: a number >= 0.02"),
         (["compare", "--profile", "missing"], "profile: got 'missing'"),
         (["compare", "--mtu", "100", "--modes", "overlay"], "mtu_bytes: got 100"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from perfsim.components.codel import QDISCS
 from perfsim.experiment.config import RunSpec
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import ClusterSpec
@@ -19,6 +20,7 @@ def specs(draw: st.DrawFn) -> RunSpec:
         hosts=draw(st.integers(2, 3)),
         cores=draw(st.integers(1, 3)),
         nic_rate_bps=draw(st.sampled_from([1e8, 1e9, 1e10])),
+        nic_qdisc=draw(st.sampled_from(QDISCS)),
         nic_queue_packets=draw(st.integers(2, 64)),
         offloads=draw(st.booleans()),
         fabric_delay_s=draw(st.sampled_from([0.0, 5e-6, 1e-4])),

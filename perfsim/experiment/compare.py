@@ -38,7 +38,8 @@ HOST_SWEEP_FLOWS_PER_HOST = 8
 """The host sweep keeps the load per host fixed: ``8 × hosts`` concurrent flows."""
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
-EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "cores", "offloads", "testbed", "retransmits",
+EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "qdisc", "cores", "offloads", "testbed",
+                 "retransmits",
                  "cpu_utilisation", "window_drift", "duration_s", "seed", "profile", "wall_s"]
 
 
@@ -66,6 +67,7 @@ def plan(
     cores: int = 4,
     mtu: int = 1500,
     offloads: bool = True,
+    qdisc: str = "fq_codel",
     duration_s: float = DEFAULT_DURATION_S,
     profile: str = "default",
     seed: int = 0,
@@ -79,7 +81,8 @@ def plan(
     ``testbed``: simulate the calibration testbed (two namespaces on one machine sharing
     ``cores``, joined by a veth wire); there is no host sweep, and each flow runs between one
     client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile;
-    ``idle_wakeup_s`` replaces its idle-core wake-up latency.
+    ``idle_wakeup_s`` replaces its idle-core wake-up latency.  ``qdisc``: every host NIC's
+    queueing discipline (:mod:`perfsim.components.codel`).
 
     ``streams`` with ``containers_per_host``: every client container runs ``streams`` flows
     (cross-host every container of every host, to the same container of the next host;
@@ -112,7 +115,7 @@ def plan(
     scale_workload = workload or "tcp_stream"
     def cluster_of(n_hosts: int) -> ClusterSpec:
         return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads,
-                           testbed=testbed, cpu_ghz=cpu_ghz, idle_wakeup_s=idle_wakeup_s)
+                           nic_qdisc=qdisc, testbed=testbed, cpu_ghz=cpu_ghz, idle_wakeup_s=idle_wakeup_s)
 
     cluster_of(hosts)  # validate the base cluster before anything else
     specs: list[RunSpec] = []
@@ -156,7 +159,7 @@ def _run_one(spec: RunSpec, until_steady_s: float | None = None) -> tuple[dict[s
     row = result.summary()
     c = spec.cluster
     row.update(hosts=c.hosts, containers_per_host=spec.containers_per_host, nic_gbps=c.nic_rate_bps / 1e9,
-               cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed, duration_s=spec.duration_s,
+               qdisc=c.nic_qdisc, cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed, duration_s=spec.duration_s,
                seed=spec.seed, profile=spec.profile, wall_s=result.wall_s if wall is None else wall)
     stages = result.stages.assign(mode=spec.mode, workload=spec.workload, streams=spec.streams)
     return row, stages
