@@ -39,6 +39,8 @@ def test_fluid_throughput_within_5_percent_of_the_des(spec) -> None:
     ("overlay", "same-host", 16, 2),  # streams taking turns on a core: probed two at a time
     ("routed", "cross-host", 64, 4),  # 16 streams per NIC: the DES settles only after 0.4 s
     ("overlay", "cross-host", 4, 4),  # a ring of hosts: senders yield to arriving work
+    ("ipip", "cross-host", 64, 2),  # 32 container streams per NIC, decapsulated on one core: fq_codel
+                                    # keeps the NIC queue (a 1000-skb tail drop lost bursts: +6 %)
 ])
 def test_points_that_needed_more_than_a_lone_probe_max_min_or_a_short_run(mode: str, placement: str,
                                                                          flows: int, hosts: int) -> None:
