@@ -12,6 +12,11 @@ once the queue has stood above 5 ms for 100 ms.
 
 Model (RFC 8289, the ``fq_codel`` defaults)
 -------------------------------------------
+The constants are the kernel's defaults, not fitted: ``net/sched/sch_fq_codel.c``
+``fq_codel_init`` (``limit`` 10*1024, ``memory_limit`` 32 MB since "fq_codel: add memory
+limitation per queue", 2016; ``quantum`` ``psched_mtu(dev)`` = 1500 + 14 B) and
+``codel_params_init`` (``target`` 5 ms, ``interval`` 100 ms); see also ``tc-fq_codel(8)``.
+
 * ``target`` 5 ms, ``interval`` 100 ms: a packet is dropped at dequeue when the sojourn time
   of the packets dequeued has stayed at or above ``target`` for an ``interval``; while in that
   dropping state the next drop is ``interval / sqrt(count)`` after the previous one, and the
