@@ -206,7 +206,7 @@ def _note_unsteady(table: Any) -> None:
         worst = unsteady.loc[drift[drift > STEADY_DRIFT].idxmax()]
         print(f"note: {len(unsteady)} of {len(table)} runs not in a steady state (window drift up to "
               f"{worst['window_drift']:+.0%}, {worst['mode']} {worst['workload']} x{worst['streams']}: delivered bytes "
-              "changed between the halves of the measurement window, or unread buffers grew); a longer --duration "
+              "changed between the halves of the measurement window, or unread bytes grew or drained); a longer --duration "
               "or --until-steady MAX_S measures the steady state", file=sys.stderr)
 
 
