@@ -14,7 +14,7 @@ Model (RFC 8289, the ``fq_codel`` defaults)
 -------------------------------------------
 The constants are the kernel's defaults, not fitted: ``net/sched/sch_fq_codel.c``
 ``fq_codel_init`` (``limit`` 10*1024, ``memory_limit`` 32 MB since "fq_codel: add memory
-limitation per queue", 2016; ``quantum`` ``psched_mtu(dev)`` = 1500 + 14 B) and
+limitation per queue", 2016; ``quantum`` ``psched_mtu(dev)`` = MTU + 14 B) and
 ``codel_params_init`` (``target`` 5 ms, ``interval`` 100 ms); see also ``tc-fq_codel(8)``.
 
 * ``target`` 5 ms, ``interval`` 100 ms: a packet is dropped at dequeue when the sojourn time
@@ -26,8 +26,8 @@ limitation per queue", 2016; ``quantum`` ``psched_mtu(dev)`` = 1500 + 14 B) and
   arriving packet beyond either is dropped (reason ``qdisc_limit``).
 * **Sparse flows go first.**  ``fq_codel`` hashes each packet to a flow queue and serves
   flows that had nothing queued (its ``new_flows`` list) before the backlogged ones, a quantum
-  (1514 B) each.  So a pure ACK, a SYN or a request of a request/response flow does not wait
-  behind the bulk data queued by other flows: here a packet of at most one quantum whose flow
+  (MTU + 14 B: 1514 B) each.  So a pure ACK, a SYN or a request of a request/response flow does
+  not wait behind the bulk data queued by other flows: here a packet of at most one quantum whose flow
   (the innermost 5-tuple: the flow dissector looks inside IP-in-IP, and VXLAN's outer source
   port is a hash of the inner flow) has nothing queued is sent right after the skb being
   transmitted (and the sparse packets before it).  Its serialization time is added to the end
@@ -65,7 +65,6 @@ CODEL_TARGET_S = 5e-3
 CODEL_INTERVAL_S = 100e-3
 FQ_CODEL_LIMIT_PACKETS = 10240
 FQ_CODEL_MEMORY_LIMIT_BYTES = 32 << 20
-FQ_CODEL_QUANTUM_BYTES = 1514
 _RESUME_WINDOW_S = 16 * CODEL_INTERVAL_S
 """CoDel resumes its drop count if it re-enters the dropping state within this time."""
 
@@ -98,7 +97,8 @@ class CodelLink(Link):
         self._sparse_until = 0.0
         self._flow_last: dict[FlowKey, float] = {}
         """Departure of the last backlogged packet of each flow: is its queue empty?"""
-        self.codel_drops = 0
+        self.quantum_bytes = mtu_bytes + ETH_HDR_BYTES
+        """``fq_codel``'s quantum, ``psched_mtu(dev)``: what a sparse flow may send at once."""
         self.sparse_packets = 0
 
     def enqueue(self, pkt: Packet) -> float:
@@ -108,43 +108,29 @@ class CodelLink(Link):
         dq = self._departures
         while dq and dq[0] <= now:
             dq.popleft()
-        busy = self._busy_until
-        start = busy if busy > now else now  # noqa: FURB136 - cheaper than max()
-        key = pkt.encap[0][0] if pkt.encap else pkt.flow
-        if start > now and pkt.size_bytes <= FQ_CODEL_QUANTUM_BYTES and self._flow_last.get(key, 0.0) <= now:
-            return self._send_sparse(pkt, now, dq[0] if dq else now)
-        if len(dq) >= self.queue_packets or start - now > self._max_backlog_s:
-            self.sim.drop(pkt, self.name, "qdisc_limit")
-            return -1.0
         if pkt.hdr_bytes - ETH_HDR_BYTES + pkt.payload_bytes // pkt.segs > self.mtu_bytes:
             self.sim.drop(pkt, self.name, "mtu_exceeded")
             return -1.0
+        busy = self._busy_until
+        start = busy if busy > now else now  # noqa: FURB136 - cheaper than max()
+        key = pkt.encap[0][0] if pkt.encap else pkt.flow
+        if start > now and pkt.size_bytes <= self.quantum_bytes and self._flow_last.get(key, 0.0) <= now:
+            return self._send_sparse(pkt, dq[0] if dq else now)
+        if len(dq) >= self.queue_packets or start - now > self._max_backlog_s:
+            self.sim.drop(pkt, self.name, "qdisc_limit")
+            return -1.0
         if self._codel_drops(start - now, start):
-            self.codel_drops += 1
             self.sim.call_at(start, self._drop_codel, pkt)
             return -1.0
-        nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
-        tx = nbytes * self._s_per_byte
-        departure = start + tx
-        self._busy_until = departure
+        departure = Link.enqueue(self, pkt)  # the FIFO's own bookkeeping; its checks pass here
         self._flow_last[key] = departure
-        dq.append(departure)
-        if len(dq) > self.max_queue:  # noqa: PLR1730 - cheaper than max()
-            self.max_queue = len(dq)
-        self.sent_packets += 1
-        self.sent_bytes += nbytes
-        self.busy_s += tx
-        self.sim.call_at(departure + self.delay_s, self.out.put, pkt)  # type: ignore[union-attr]
         return departure
 
     put = enqueue
 
-    def _send_sparse(self, pkt: Packet, now: float, head_departure_s: float) -> float:
+    def _send_sparse(self, pkt: Packet, head_departure_s: float) -> float:
         """A packet of a flow with nothing queued, while others are backlogged: it leaves after
         the skb in transmission (``head_departure_s``) and the sparse packets before it."""
-        if pkt.hdr_bytes - ETH_HDR_BYTES + pkt.payload_bytes // pkt.segs > self.mtu_bytes:
-            self.sim.drop(pkt, self.name, "mtu_exceeded")
-            return -1.0
         nbytes = pkt.size_bytes + pkt.segs * self.overhead_bytes
         tx = nbytes * self._s_per_byte
         after = self._sparse_until

@@ -79,10 +79,10 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     """Fluid engine: wall seconds of its phases (probe, build, solve)."""
     window_drift: float = float("nan")
-    """DES: how far the window is from a steady state — the change of delivered bytes from its
-    first half to its second, or the growth of written-but-unread bytes relative to those
-    delivered, whichever is larger (:func:`perfsim.experiment.simulate.window_drift`); near 0
-    in a steady state (see :data:`STEADY_DRIFT`).  The fluid engine is a steady state (0)."""
+    """DES: how far the window is from a steady state — the largest of the change of delivered
+    bytes from its first half to its second and the changes of unread bytes relative to those
+    delivered (:func:`perfsim.experiment.simulate.window_drift`); near 0 in a steady state (see
+    :data:`STEADY_DRIFT`).  The fluid engine is a steady state (0)."""
 
     @property
     def steady(self) -> bool:
