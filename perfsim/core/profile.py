@@ -56,6 +56,8 @@ STAGES: dict[str, str] = {
     "sock_rx_copy": "recvmsg: wakeup of the reader and copy kernel -> user (per byte)",
     "arp": "neighbour (ARP) request or reply processing",
     "dns_lookup": "embedded DNS (127.0.0.11) lookup by the resolver, uncached",
+    "task_wakeup": "try_to_wake_up of a task asleep on another core: remote enqueue and reschedule "
+                   "IPI, on the waker's core (in a VM the IPI exits to the hypervisor)",
     "idle_wakeup": "latency before an idle core starts work handed to it (interrupt or IPI to a halted "
                    "CPU: C-state exit; in a VM, the vCPU's wake-up) — a delay, not CPU time",
 }

@@ -4,8 +4,9 @@ the TCP constants (states, timers, header sizes) used by the modules of the TCP 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from perfsim.core.cpu import IDLE_EPSILON_S
 from perfsim.core.sim import reserve
 from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, TCP_HDR_BYTES
 
@@ -51,6 +52,20 @@ def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int) -> flo
     stage.bytes += nbytes
     stage.note(core, 1, nbytes)
     return reserve(core, now_s, c)
+
+
+def wake_task(ev: Any, value: Any, stage: Stage, waker: Core | None, sleeper: Core, now_s: float) -> None:
+    """``try_to_wake_up`` of a task blocked on ``ev`` (a reader, writer, ``accept`` or
+    ``connect``): succeed it with ``value``.  When the waker runs on another core than the
+    sleeper's and that core is idle, the waker's core pays ``stage`` (``task_wakeup``) once:
+    ``ttwu_queue_cond`` puts the task on the idle core's wake list and sends it an IPI (in a
+    VM, an exit of the sending vCPU to wake the halted one).  A busy target core runs the
+    activation itself; a task woken on its own core costs nothing extra."""
+    if ev is None or ev.triggered:
+        return
+    ev.succeed(value)
+    if waker is not None and waker is not sleeper and sleeper.busy_until_s < now_s - IDLE_EPSILON_S:
+        reserve_app_work(stage, waker, now_s, 0)
 
 
 class LazyTimer:

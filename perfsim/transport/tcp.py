@@ -68,6 +68,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import ACK, DATA, FIN, PROTO_TCP, SYN, SYNACK, FlowKey, Packet
+from perfsim.core.sim import reserve
 from perfsim.errors import check_number
 from perfsim.transport.common import (
     CLOSE_WAIT,
@@ -94,6 +95,7 @@ from perfsim.transport.common import (
     TIME_WAIT_REUSE_S,
     LazyTimer,
     reserve_app_work,
+    wake_task,
 )
 from perfsim.transport.tcp_listener import TcpListener
 from perfsim.transport.tcp_rx import TcpReceiver
@@ -160,6 +162,7 @@ class TcpConnection(TcpSender, TcpReceiver):
         host = ns.host
         self._rx_stage = host.stage("tcp_rx")
         self._connect_stage = host.stage("tcp_connect")
+        self._wake_stage = host.stage("task_wakeup")
         off = host.offloads
         l34 = IPV4_HDR_BYTES + TCP_HDR_BYTES
         max_skb = max(mss_bytes, (off.gso_max_bytes - l34) // mss_bytes * mss_bytes) if off.gso else mss_bytes
@@ -222,18 +225,28 @@ class TcpConnection(TcpSender, TcpReceiver):
         While the application holds the socket (a ``recvmsg``/``sendmsg`` copy is running on
         its core), Linux cannot process the skb in softirq: ``tcp_v4_rcv`` queues it on the
         socket's backlog and the owner processes it in ``release_sock`` — on the
-        application's core, after its copy.  So part of the receive work follows the reader
-        (and the ACK work the writer) to their own cores."""
+        application's core, right after its copy.  So part of the receive work follows the
+        reader (and the ACK work the writer) to their own cores.  The backlog's work is booked
+        on the application core; its effect takes place when the copy ends plus the backlog's
+        work (not behind other sockets' copies the core has queued since: the owner drains
+        its backlog before it returns)."""
         core = pkt.core
         now = self.env._now
         if (core is not None and core is not self.app_core and self._direct_until <= now
-                and (self._owned_until > now or self._backlog_until > now)):
+                and (self._owned_from <= now < self._owned_until or self._backlog_until > now)):
             # while the owner still works through its backlog, new skbs join it; while an
             # earlier skb is still being processed in softirq, this one follows it: in order
             self.sim.settle(pkt)  # the softirq core did the work up to here
             pkt.core = self.app_core
             self._rx_stage.charge(pkt)
-            self._backlog_until = self.sim.after_work(pkt, self.process)
+            work = pkt.work_s
+            pkt.work_s = 0.0
+            reserve(self.app_core, now, work)
+            start = self._owned_until if self._owned_until > now else now
+            if self._backlog_until > start:
+                start = self._backlog_until
+            self._backlog_until = start + work
+            self.sim.call_at(self._backlog_until, self.process, pkt)
             return
         self._rx_stage.charge(pkt)
         finish = self.sim.after_work(pkt, self.process)
@@ -321,9 +334,7 @@ class TcpConnection(TcpSender, TcpReceiver):
             self._rtt_sample(now - self._syn_t)
         self._backoff = self._retries = 0
         self._rto.cancel()
-        ev = self._est_ev
-        if ev is not None and not ev.triggered:
-            ev.succeed(True)
+        wake_task(self._est_ev, True, self._wake_stage, core, self.app_core, now)
 
     def _finish(self, state: int) -> None:
         """Enter TIME_WAIT or CLOSED: release the port (or leave the listener), stop timers."""

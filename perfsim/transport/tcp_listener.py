@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import PROTO_TCP, SYN, Packet
 from perfsim.errors import check_number
-from perfsim.transport.common import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES, reserve_app_work
+from perfsim.transport.common import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES, reserve_app_work, wake_task
 from perfsim.transport.tsq import DEFAULT_TCP_LIMIT_OUTPUT_BYTES
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class TcpListener:
         self._accept_ev: Any = None
         self._rx_stage = ns.host.stage("tcp_rx")
         self._connect_stage = ns.host.stage("tcp_connect")
+        self._wake_stage = ns.host.stage("task_wakeup")
         ns.bind(PROTO_TCP, port, self)
 
     def deliver(self, pkt: Packet) -> None:
@@ -89,9 +90,7 @@ class TcpListener:
 
     def _queue_accept(self, child: TcpConnection) -> None:
         self._accept_q.append(child)
-        ev = self._accept_ev
-        if ev is not None and not ev.triggered:
-            ev.succeed()
+        wake_task(self._accept_ev, None, self._wake_stage, child._rx_core, self.app_core, self.sim.now)
 
     def _forget(self, child: TcpConnection) -> None:
         key = (child.flow.dst_ip, child.flow.dport)

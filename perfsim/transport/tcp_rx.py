@@ -41,6 +41,7 @@ from perfsim.transport.common import (
     TIME_WAIT,
     LazyTimer,
     reserve_app_work,
+    wake_task,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class TcpReceiver:
 
         def _finish(self, state: int) -> None: ...
 
+        _wake_stage: Stage
+
     def _init_receiver(self, rcvbuf_bytes: int, rx_copy: Stage) -> None:
         self.rcvbuf = rcvbuf_bytes
         self._rx_copy = rx_copy
@@ -84,6 +87,8 @@ class TcpReceiver:
         self._fin_seq: int | None = None
         self.fin_received = False
         self._adv_right = 0
+        self._adv_wnd = 0
+        """The window the last ACK advertised (``tp->rcv_wnd``)."""
         self._ack_pending = False
         self._ack_now = False
         self._unacked_segs = 0
@@ -100,12 +105,22 @@ class TcpReceiver:
         """``rcv_nxt`` when the last ACK left (``tp->rcv_wup``)."""
         self._opts_out: dict[int, TcpOptions] = {}
         """TCP options (TSecr, SACK blocks) of the segments this end sent, by packet id."""
+        self._owned_from = 0.0
         self._owned_until = 0.0
-        """The application holds the socket (its syscall's copy runs) until then."""
+        """The application holds the socket (its syscall's copy runs) from ``_owned_from``
+        until then."""
         self._backlog_until = 0.0
         """The owner has processed its socket backlog by then."""
         self._direct_until = 0.0
         """The softirq core has processed the last skb it took directly by then."""
+
+    def _own(self, finish_s: float, cost_s: float) -> None:
+        """The application's syscall holds the socket (``lock_sock``) while its copy of
+        ``cost_s`` runs, up to ``finish_s`` — not while it still waits for its core: a
+        single-threaded application serving several sockets (iperf3 before 3.16) holds only
+        the one it is copying, so softirq processes the others' skbs directly."""
+        self._owned_from = finish_s - cost_s
+        self._owned_until = finish_s
 
     # -- application call -------------------------------------------------------------------
     def read(self, max_bytes: int) -> Generator[Any, Any, int]:
@@ -118,7 +133,7 @@ class TcpReceiver:
             yield self._read_ev
         n = min(self._readable_end - self._read_seq, max_bytes)
         finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
-        self._owned_until = finish
+        self._own(finish, self._rx_copy.per_packet_s + self._rx_copy.per_byte_s * n)
         yield env.timeout(finish - env.now)
         self._consume(n)
         return n
@@ -132,7 +147,7 @@ class TcpReceiver:
         """Put the cumulative ACK, window and options on an outgoing skb; it acknowledges
         everything."""
         w = self._rcv_wnd()
-        pkt.wnd = w
+        pkt.wnd = self._adv_wnd = w
         nxt = self.rcv_nxt
         self._adv_right = nxt + w
         self._rcv_wup = nxt
@@ -204,7 +219,10 @@ class TcpReceiver:
         self._wake_reader()
         self._unacked_segs += pkt.segs
         self._ack_pending = True
-        if new >= 2 * self.mss or self._unacked_segs >= 2:
+        if (new >= 2 * self.mss or self._unacked_segs >= 2) and self._rcv_wnd() >= self._adv_wnd:
+            # __tcp_ack_snd_check: more than one MSS, and the window's right edge advances
+            # (the reader has freed at least what arrived since the last ACK); otherwise the
+            # reader's tcp_cleanup_rbuf sends the ACK after its copy, from its own core
             self._ack_now = True
 
     def _merge_ooo(self) -> None:
@@ -274,10 +292,10 @@ class TcpReceiver:
             self._send_ctrl(ACK, self.snd_nxt, self._rx_core)
 
     def _wake_reader(self) -> None:
+        """``sk_data_ready``: wake a blocked reader from the core processing the skb."""
         ev = self._read_ev
-        if ev is not None and not ev.triggered:
-            ev.succeed()
         self._read_ev = None
+        wake_task(ev, None, self._wake_stage, self._rx_core, self.app_core, self.sim.now)
 
     def _consume(self, n: int) -> None:
         """The application copied ``n`` bytes out: count them, maybe send a window update."""
@@ -293,7 +311,12 @@ class TcpReceiver:
             _, t_created, segs = rq.popleft()
             if st is not None:
                 st.on_skb(now, t_created, segs)
+        if self.state not in (ESTABLISHED, FIN_WAIT):
+            return
+        if self._ack_pending and self.rcv_nxt - self._rcv_wup > self.mss:
+            # tcp_cleanup_rbuf: the once-per-two-segments ACK softirq did not send
+            self._send_ctrl(ACK, self.snd_nxt, self.app_core)
+            return
         remaining = self._adv_right - self.rcv_nxt
-        if (self.state in (ESTABLISHED, FIN_WAIT) and 2 * remaining <= self.rcvbuf
-                and self._read_seq + self.rcvbuf - self.rcv_nxt >= 2 * remaining):
+        if 2 * remaining <= self.rcvbuf and self._read_seq + self.rcvbuf - self.rcv_nxt >= 2 * remaining:
             self._send_ctrl(ACK, self.snd_nxt, self.app_core)  # tcp_cleanup_rbuf window update

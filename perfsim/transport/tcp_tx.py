@@ -87,6 +87,7 @@ from perfsim.transport.common import (
     TIME_WAIT,
     LazyTimer,
     reserve_app_work,
+    wake_task,
 )
 from perfsim.transport.tsq import WmemAlloc, tcp_pacing_rate, tsq_limit
 
@@ -187,6 +188,10 @@ class TcpSender:
 
         def _finish(self, state: int) -> None: ...
 
+        def _own(self, finish_s: float, cost_s: float) -> None: ...
+
+        _wake_stage: Stage
+
     def _init_sender(self, sndbuf_bytes: int, max_skb_bytes: int, tx: Stage, tx_copy: Stage,
                      limit_output_bytes: int, tsq: bool) -> None:
         self.sndbuf = sndbuf_bytes
@@ -282,7 +287,7 @@ class TcpSender:
         if self.state not in SENDING_STATES or self._fin_queued:
             return 0
         finish = reserve_app_work(self._tx_copy, self.app_core, env.now, nbytes)
-        self._owned_until = finish
+        self._own(finish, self._tx_copy.per_packet_s + self._tx_copy.per_byte_s * nbytes)
         yield env.timeout(finish - env.now)
         self.write_end += nbytes
         self._push(self.app_core)
@@ -553,9 +558,7 @@ class TcpSender:
                     self._finish(CLOSED)
                 elif self.state == CLOSING:
                     self._finish(TIME_WAIT)
-            ev = self._space_ev
-            if ev is not None and not ev.triggered:
-                ev.succeed()
+            wake_task(self._space_ev, None, self._wake_stage, core, self.app_core, now)  # sk_stream_write_space
 
     def _sacktag(self, blocks: SackBlocks, ack: int, prior_fack: int) -> tuple[int, int, bool]:
         """``tcp_sacktag_write_queue``: mark the skbs the SACK blocks cover.

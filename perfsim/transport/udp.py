@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import DATA, PROTO_UDP, FlowKey, Packet
 from perfsim.errors import check_number
-from perfsim.transport.common import reserve_app_work
+from perfsim.transport.common import reserve_app_work, wake_task
 from perfsim.transport.tsq import DEFAULT_UDP_SNDBUF_BYTES, WmemAlloc
 from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, UDP_HDR_BYTES
 
@@ -96,6 +96,7 @@ class UdpSocket:
         self._udp_tx = host.stage("udp_tx")
         self._udp_rx = host.stage("udp_rx")
         self._rx_copy = host.stage("sock_rx_copy")
+        self._wake_stage = host.stage("task_wakeup")
         self._q: deque[Packet] = deque()
         self._q_bytes = 0
         self._read_ev: Any = None
@@ -177,9 +178,8 @@ class UdpSocket:
         self._q.append(pkt)
         self._q_bytes += size
         ev = self._read_ev
-        if ev is not None and not ev.triggered:
-            ev.succeed()
         self._read_ev = None
+        wake_task(ev, None, self._wake_stage, pkt.core, self.app_core, self.sim.now)
 
     def recv(self) -> Generator[Any, Any, tuple[int, int, int]]:
         """``recvmsg``: wait for a datagram, copy it; returns ``(nbytes, src_ip, src_port)``."""

@@ -47,8 +47,10 @@ def test_the_probe_learns_roles_and_the_vxlan_outer_key() -> None:
     assert steer["server"].describe() == "(chip, ship, 17, vxlan_sport((cip, sip, 6, cport, sport)), 4789)"
     assert steer["client"].describe() == "(ship, chip, 17, vxlan_sport((sip, cip, 6, sport, cport)), 4789)"
     # the data crosses each NIC link once: one payload byte costs 8 bits plus headers on the wire
+    # (a 1398 B segment in a 1538 B frame with preamble and gap: +10 %), plus up to 2 % for the
+    # bytes on the wire at the window's edges
     tx = dict(((s, d), v) for s, d, v in p.links)[("client", "tx")]
-    assert 8 / 10e9 < tx < 8 / 10e9 * 1.1
+    assert 8 / 10e9 * 1538 / 1398 * 0.98 < tx < 8 / 10e9 * 1538 / 1398 * 1.02
 
 
 def test_ipip_receive_work_of_all_flows_between_two_hosts_lands_on_one_core_overlay_spreads() -> None:
@@ -202,8 +204,10 @@ def test_streams_taking_turns_on_an_application_core_are_probed_together() -> No
     turns = probe_class(FlowClass("tcp_stream", 131072, "same-host", app_core_shared=True), **kw)
     cost = {p: {r.side: c for r, c in probe.cores if r.kind == "app"} for p, probe in (("lone", lone), ("turns", turns))}
     assert turns.rate_per_s == lone.rate_per_s  # the cap is still the lone flow's
-    assert cost["turns"]["client"] > 1.05 * cost["lone"]["client"]
-    assert cost["turns"]["server"] < 0.9 * cost["lone"]["server"]
+    # a few % of the work: the ACKs of data a reader finds unread leave from the reader's core
+    # (tcp_cleanup_rbuf) either way; what moves is the backlog processing
+    assert cost["turns"]["client"] > 1.01 * cost["lone"]["client"]
+    assert cost["turns"]["server"] < 0.99 * cost["lone"]["server"]
     # the fluid engine now finds what the DES does with two streams per sending core
     fluid, des = run(replace(two_per_core, engine="fluid")), run(two_per_core)
     assert fluid.summary()["throughput_gbps"] == pytest.approx(des.summary()["throughput_gbps"], rel=0.03)
