@@ -40,10 +40,13 @@ Model (what Linux does, and where the CPU time goes)
   :mod:`perfsim.transport.tcp_tx`.
 * **Receiver** (softirq core = ``pkt.core``): ``tcp_rx`` once per skb; in-order data goes to
   the receive queue, out-of-order data is kept as intervals and merged when the hole fills
-  (bytes reach the application exactly once, in order).  ACKs leave from the same core: at
-  once for an skb with >= 2 MSS of new data (GRO), for every second segment, for
-  out-of-order or duplicate data and when a hole fills; otherwise after the 40 ms delayed-ACK
-  timer unless data going the other way carries the ACK first.  The advertised window is
+  (bytes reach the application exactly once, in order).  ACKs leave from the same core at
+  once for out-of-order or duplicate data and when a hole fills, and for an skb with >= 2 MSS
+  of new data (GRO) or every second segment if the window's right edge advances
+  (``__tcp_ack_snd_check``: the reader has freed at least what arrived since the last ACK).
+  Otherwise the reader's ``tcp_cleanup_rbuf`` sends it after its copy, from the application
+  core, once more than one MSS is unacknowledged; failing both, the 40 ms delayed-ACK timer,
+  unless data going the other way carries the ACK first.  The advertised window is
   ``rcvbuf_bytes`` minus unread bytes (so its right edge never moves left).  When the reader
   frees space and the window had fallen to half or less, a window update leaves from the
   application core (``tcp_cleanup_rbuf``).  ``read()`` copies on the application core
