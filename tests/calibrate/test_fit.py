@@ -87,7 +87,9 @@ def test_fit_recovers_known_constants_from_synthetic_measurements(tmp_path: Path
     vx = [got.cost(s).per_packet_s for s in ("vxlan_encap", "vxlan_decap")]
     assert sum(vx) == pytest.approx(truth.cost("vxlan_encap").per_packet_s + truth.cost("vxlan_decap").per_packet_s, rel=0.15)
     assert got.cost("tcp_connect").per_packet_s == pytest.approx(25e-6, rel=0.15)
-    # held-out configurations are predicted, not fitted
+    # held-out configurations are predicted, not fitted — within 8 %: one-core data fixes only
+    # the sum of split pairs (VXLAN encap + decap above), and a two-core stream's rate is set
+    # by the core that does one half of each
     fitted_path = tmp_path / "fitted.yaml"
     fitted_path.write_text(yaml.safe_dump(profile_dict(got)))
     held = [r for r in rows if not default_training(r)]
@@ -95,7 +97,7 @@ def test_fit_recovers_known_constants_from_synthetic_measurements(tmp_path: Path
     want = [s for r, s in zip(rows, sims, strict=True) if not default_training(r)]
     for r, p, w in zip(held, pred, want, strict=True):
         m = FIT_METRIC[str(r["workload"])]
-        assert p.metrics[m] == pytest.approx(w.metrics[m], rel=0.05), r
+        assert p.metrics[m] == pytest.approx(w.metrics[m], rel=0.08), r
 
 
 def test_fit_refuses_bad_measurements() -> None:

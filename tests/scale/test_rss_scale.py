@@ -130,8 +130,9 @@ def test_rps_moves_the_work_after_the_veth_to_the_inner_flows_core() -> None:
     assert data_cores(bytes_by_core(out_on, SOFTIRQ_STAGES)) == {rss}  # RSS still takes the NIC
     assert data_cores(bytes_by_core(out_on, ("backlog_rx",))) == {rps}  # the veth's netif_rx moved
     assert data_cores(bytes_by_core(out_off, ("backlog_rx",))) == {rss}
-    # the RSS core does less per byte, the RPS core takes it up
+    # the RSS core does less per byte (the inner packet's ip_rcv and tcp_rx: about a fifth of
+    # its work — the ACKs mostly leave from the reader's core either way), the RPS core takes it up
     per_gb = {name: {c: utilisation(o, "h1", c) * o.window_s / (float(o.flows["bytes"].sum()) / 1e9) for c in (rss, rps)}
               for name, o in (("off", out_off), ("on", out_on))}
-    assert per_gb["on"][rss] < 0.8 * per_gb["off"][rss]
+    assert per_gb["on"][rss] < 0.9 * per_gb["off"][rss]
     assert per_gb["on"][rps] > per_gb["off"][rps] + 0.1 * per_gb["off"][rss]
