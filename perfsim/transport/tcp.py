@@ -245,10 +245,7 @@ class TcpConnection(TcpSender, TcpReceiver):
             work = pkt.work_s
             pkt.work_s = 0.0
             reserve(self.app_core, now, work)
-            start = self._owned_until if self._owned_until > now else now
-            if self._backlog_until > start:
-                start = self._backlog_until
-            self._backlog_until = start + work
+            self._backlog_until = max(now, self._owned_until, self._backlog_until) + work
             self.sim.call_at(self._backlog_until, self.process, pkt)
             return
         self._rx_stage.charge(pkt)

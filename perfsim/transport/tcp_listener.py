@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import PROTO_TCP, SYN, Packet
 from perfsim.errors import check_number
-from perfsim.transport.common import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES, reserve_app_work, wake_task
+from perfsim.transport.common import (
+    DEFAULT_RCVBUF_BYTES,
+    DEFAULT_SNDBUF_BYTES,
+    reserve_app_work,
+    wake_task,
+)
 from perfsim.transport.tsq import DEFAULT_TCP_LIMIT_OUTPUT_BYTES
 
 if TYPE_CHECKING:

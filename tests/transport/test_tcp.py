@@ -3,6 +3,7 @@ loss recovery (fast retransmit, RTO) and GSO, with costs taken from the default 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_slow_start_doubles_cwnd_every_rtt(sim: Sim) -> None:
     sim.env.process(probe())
     sim.run(0.015)
     assert samples[:3] == [10, 20, 40]
-    for prev, now in zip(samples[2:], samples[3:]):
+    for prev, now in itertools.pairwise(samples[2:]):
         assert 2 * prev - 1 <= now <= 2 * prev
     assert p.conn.retransmits == 0
 
@@ -252,7 +253,7 @@ def test_waking_a_task_on_an_idle_core_costs_the_waker_an_ipi(sim: Sim) -> None:
     ``task_wakeup`` once: on ``b`` for the server's accept() and its read(), on ``a`` for the
     client's connect().  The data itself is
     unchanged: one skb, read once."""
-    a, b, app_b, reads = _reader_pair(sim)
+    a, b, _, reads = _reader_pair(sim)
     sim.run(0.05)
     assert [n for _, n in reads] == [10 * MSS]
     stage = b.host.stage("task_wakeup")
