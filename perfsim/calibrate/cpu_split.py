@@ -141,7 +141,7 @@ def format_table(path: str, streams: int, real: tuple[float, dict[tuple[str, int
         vals += [sim[1].get((row, c), 0.0) if row != "wake-ups /s" else float("nan") for c in (0, 1)]
         lines.append(f"  {row:20s}" + "".join(f"{'-':>11s}" if math.isnan(v) else f"{v:11.0f}" for v in vals))
     if not real:
-        lines.append("  (no real-kernel measurement: see the first line of the output)")
+        lines.append("  (simulation only: no real-kernel measurement)")
     return "\n".join(lines)
 
 
