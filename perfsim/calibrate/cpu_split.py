@@ -106,7 +106,7 @@ def measure(path: str, streams: int, duration_s: float) -> tuple[float, dict[tup
 
 def simulate(path: str, streams: int) -> tuple[float, dict[tuple[str, int], float]]:
     """Throughput (bit/s) and per-core rates of the same configuration on the testbed platform."""
-    from perfsim.calibrate.configs import run_spec
+    from perfsim.calibrate.configs import run_spec, simulated_metrics
     from perfsim.experiment.run import run
 
     spec = run_spec({"path": path, "workload": "tcp_stream", "streams": streams, "message_bytes": 131072,
@@ -115,19 +115,18 @@ def simulate(path: str, streams: int) -> tuple[float, dict[tuple[str, int], floa
     window = spec.duration_s - result.measured_from_s
     sc, stages = result.stage_cores, result.stages
     assert sc is not None
-    in_window = stages.groupby(["host", "stage"])["skbs"].sum()
     rates: dict[tuple[str, int], float] = {}
-    for row, host, stage in (("data skbs sent /s", "h0", "tcp_tx"), ("ACKs sent /s", "h1", "tcp_tx"),
-                             ("IPIs sent /s", None, "task_wakeup")):
-        part = sc[(sc["stage"] == stage) & ((sc["host"] == host) if host else True)]
+    for row, hosts, stage in (("data skbs sent /s", ["h0"], "tcp_tx"), ("ACKs sent /s", ["h1"], "tcp_tx"),
+                              ("IPIs sent /s", ["h0", "h1"], "task_wakeup")):
+        # per-core shares of the whole run, scaled to the measurement window's count
+        part = sc[(sc["stage"] == stage) & sc["host"].isin(hosts)]
         total = float(part["skbs"].sum())
-        n = float(in_window.loc[host, stage]) if host else float(stages[stages["stage"] == stage]["skbs"].sum())
+        n = float(stages[(stages["stage"] == stage) & stages["host"].isin(hosts)]["skbs"].sum())
         for core, skbs in part.groupby("core")["skbs"].sum().items():
             rates[(row, int(str(core).rsplit("cpu", 1)[1]))] = n * float(skbs) / total / window if total else 0.0
     for core, util in zip(result.cores["core"], result.cores["utilisation"], strict=True):
         rates[("busy %", int(core))] = 100.0 * float(util)
-    bps = float(result.flows["bytes"].sum()) * 8 / window
-    return bps, rates
+    return simulated_metrics(result)["throughput_bps"], rates
 
 
 def format_table(path: str, streams: int, real: tuple[float, dict[tuple[str, int], float]] | None,

@@ -41,12 +41,17 @@ SENDING_STATES = (ESTABLISHED, FIN_WAIT, CLOSING, CLOSE_WAIT, LAST_ACK)
 """States in which a connection may still transmit data or its FIN."""
 
 
+def app_work_s(stage: Stage, nbytes: int) -> float:
+    """CPU seconds of one application call of ``stage`` moving ``nbytes``."""
+    return stage.per_packet_s + stage.per_byte_s * nbytes
+
+
 def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int) -> float:
     """Reserve one application call of ``stage`` moving ``nbytes`` on ``core``; return its end.
 
     The time is accounted on the stage (``reserve`` only books the core).
     """
-    c = stage.per_packet_s + stage.per_byte_s * nbytes
+    c = app_work_s(stage, nbytes)
     stage.cpu_s += c
     stage.packets += 1
     stage.bytes += nbytes

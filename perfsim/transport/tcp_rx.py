@@ -40,6 +40,7 @@ from perfsim.transport.common import (
     FIN_WAIT,
     TIME_WAIT,
     LazyTimer,
+    app_work_s,
     reserve_app_work,
     wake_task,
 )
@@ -114,13 +115,16 @@ class TcpReceiver:
         self._direct_until = 0.0
         """The softirq core has processed the last skb it took directly by then."""
 
-    def _own(self, finish_s: float, cost_s: float) -> None:
-        """The application's syscall holds the socket (``lock_sock``) while its copy of
-        ``cost_s`` runs, up to ``finish_s`` — not while it still waits for its core: a
-        single-threaded application serving several sockets (iperf3 before 3.16) holds only
-        the one it is copying, so softirq processes the others' skbs directly."""
-        self._owned_from = finish_s - cost_s
-        self._owned_until = finish_s
+    def _copy_holding_socket(self, stage: Stage, nbytes: int) -> float:
+        """Reserve a syscall's copy of ``nbytes`` (``stage``) on the application core and
+        return its end.  The syscall holds the socket (``lock_sock``) while the copy runs — not
+        while it still waits for its core: a single-threaded application serving several
+        sockets (iperf3 before 3.16) holds only the one it is copying, so softirq processes
+        the others' skbs directly."""
+        finish = reserve_app_work(stage, self.app_core, self.sim.now, nbytes)
+        self._owned_from = finish - app_work_s(stage, nbytes)
+        self._owned_until = finish
+        return finish
 
     # -- application call -------------------------------------------------------------------
     def read(self, max_bytes: int) -> Generator[Any, Any, int]:
@@ -132,8 +136,7 @@ class TcpReceiver:
             self._read_ev = env.event()
             yield self._read_ev
         n = min(self._readable_end - self._read_seq, max_bytes)
-        finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
-        self._own(finish, self._rx_copy.per_packet_s + self._rx_copy.per_byte_s * n)
+        finish = self._copy_holding_socket(self._rx_copy, n)
         yield env.timeout(finish - env.now)
         self._consume(n)
         return n
@@ -294,8 +297,9 @@ class TcpReceiver:
     def _wake_reader(self) -> None:
         """``sk_data_ready``: wake a blocked reader from the core processing the skb."""
         ev = self._read_ev
-        self._read_ev = None
-        wake_task(ev, None, self._wake_stage, self._rx_core, self.app_core, self.sim.now)
+        if ev is not None:  # per skb: skip the call while the reader is not blocked
+            self._read_ev = None
+            wake_task(ev, None, self._wake_stage, self._rx_core, self.app_core, self.sim.now)
 
     def _consume(self, n: int) -> None:
         """The application copied ``n`` bytes out: count them, maybe send a window update."""

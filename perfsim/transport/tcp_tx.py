@@ -86,7 +86,6 @@ from perfsim.transport.common import (
     TCP_FRAME_HDR_BYTES,
     TIME_WAIT,
     LazyTimer,
-    reserve_app_work,
     wake_task,
 )
 from perfsim.transport.tsq import WmemAlloc, tcp_pacing_rate, tsq_limit
@@ -188,7 +187,7 @@ class TcpSender:
 
         def _finish(self, state: int) -> None: ...
 
-        def _own(self, finish_s: float, cost_s: float) -> None: ...
+        def _copy_holding_socket(self, stage: Stage, nbytes: int) -> float: ...
 
         _wake_stage: Stage
 
@@ -286,8 +285,7 @@ class TcpSender:
             yield self._space_ev
         if self.state not in SENDING_STATES or self._fin_queued:
             return 0
-        finish = reserve_app_work(self._tx_copy, self.app_core, env.now, nbytes)
-        self._own(finish, self._tx_copy.per_packet_s + self._tx_copy.per_byte_s * nbytes)
+        finish = self._copy_holding_socket(self._tx_copy, nbytes)
         yield env.timeout(finish - env.now)
         self.write_end += nbytes
         self._push(self.app_core)

@@ -178,8 +178,9 @@ class UdpSocket:
         self._q.append(pkt)
         self._q_bytes += size
         ev = self._read_ev
-        self._read_ev = None
-        wake_task(ev, None, self._wake_stage, pkt.core, self.app_core, self.sim.now)
+        if ev is not None:  # per datagram: skip the call while the reader is not blocked
+            self._read_ev = None
+            wake_task(ev, None, self._wake_stage, pkt.core, self.app_core, self.sim.now)
 
     def recv(self) -> Generator[Any, Any, tuple[int, int, int]]:
         """``recvmsg``: wait for a datagram, copy it; returns ``(nbytes, src_ip, src_port)``."""
