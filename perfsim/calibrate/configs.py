@@ -197,8 +197,9 @@ def default_training(row: Mapping[str, Any]) -> bool:
     * on one core (all work serial, rate linear in the constants): TCP stream, request/response
       and connection rate on every path but ``routed``, with offloads on and (TCP stream) off:
       MSS-sized skbs tell per-skb from per-byte work;
-    * on two cores, the host path only: the TCP and UDP streams (whose busiest core, the
-      sender's, is taken as saturated: they separate the sender's work from the receiver's)
+    * on two cores, the host path only: the TCP and UDP streams (whose saturated core, the
+      sender's as the measured CPU shares show, separates the sender's work from the
+      receiver's)
       and UDP request/response (serial: it measures the wake-up of an idle core).
 
     Held out for ``perfsim validate``: the whole routed path, every other path on two cores,

@@ -10,11 +10,16 @@ fraction of time the core is busy::
     y_i = 1 / rate_i  =  (1 / util_i) × Σ_s ( P_is × a_s + B_is × b_s )
 
 ``a_s`` / ``b_s`` are stage ``s``'s per-packet / per-byte constants; ``P_is`` / ``B_is`` are the
-skbs and bytes stage ``s`` handles per unit in configuration ``i`` *on the busiest core* and
+skbs and bytes stage ``s`` handles per unit in configuration ``i`` *on the saturated core* and
 ``util_i`` that core's busy fraction.  With one core that is all the work.  A stream with the
-client and the server on two cores saturates one of them (the sender's, which also runs the
-veth receive softirq), and the same relation holds for that core alone: this is what separates
-the sender's copy from the receiver's, which one core always sees together.  A request/response
+client and the server on two cores saturates one of them — on the testbed the sender's, which
+also runs the veth receive softirq (the measured client CPU share is 88-97 %, the server's
+46-72 %) — and the same relation holds for that core alone: this is what separates the
+sender's copy from the receiver's, which one core always sees together.  The row is taken on
+the core of the side whose measured CPU share is larger, even when a simulation with the
+current constants saturates the other one (linearised on the busiest simulated core, the fit
+could settle on either split of the copies, and did); without CPU shares, on the busiest
+simulated core.  A request/response
 on two cores is serial instead — one transaction is the work of both cores plus the wake-ups of
 the idle core each message is handed to — so its row counts every core's work and the number
 of wake-ups (``idle_wakeup``, a delay rather than CPU time, is fitted like a constant per event).  None of these is written down: the simulator counts them by running configuration
@@ -61,9 +66,9 @@ import yaml
 from scipy.optimize import lsq_linear
 
 from perfsim.calibrate.configs import (
-    check_measurements,
     DEFAULT_DURATION_S,
     FIT_METRIC,
+    check_measurements,
     config_id,
     fit_units,
     run_spec,
@@ -73,6 +78,7 @@ from perfsim.calibrate.configs import (
 from perfsim.core.profile import STAGES, Profile, load_profile
 from perfsim.errors import ConfigError, check_number
 from perfsim.experiment.run import run
+from perfsim.topology.cluster import app_core_index
 
 PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy", "tcp_tx", "tcp_rx")
 """The stages whose per-byte constant is fitted: the user <-> kernel copies, and TCP's page
@@ -85,6 +91,10 @@ MIN_FACTOR = 0.05
 UNPRIORED_STAGES = ("idle_wakeup",)
 """Constants fitted without a pull towards their prior: the machine decides them alone."""
 DEFAULT_ITERATIONS = 3
+
+SATURATED = "saturated"
+"""Key of a training row: the side (``client`` or ``server``) whose process the measurement saw
+busier, i.e. whose core a multi-core stream's row is taken on (see :func:`simulate_config`)."""
 
 Param = tuple[str, str]
 """(stage, "per_packet_s" | "per_byte_s")."""
@@ -125,7 +135,8 @@ def with_constants(profile: Profile, theta: Mapping[Param, float], name: str = "
 def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float | None = DEFAULT_DURATION_S,
                     engine: str = "des") -> Simulated:
     """Simulate one configuration and linearise it (see the module docstring): a stream's row
-    counts the work of its busiest core, a request/response's the work of every core plus the
+    counts the work of its saturated core (``row[SATURATED]``'s side, else the busiest), a
+    request/response's the work of every core plus the
     wake-ups of idle cores on its critical path; either is divided by the share of the time
     that work explains.  On the fluid ``engine`` only the metrics are returned (no design row:
     the fit needs the DES's per-core counts)."""
@@ -145,9 +156,15 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
         return Simulated(config_id(row), simulated_metrics(result), x)
     if stream:
         busy = [float(b) for b in cores["busy_s"]]
-        i_top = max(range(len(busy)), key=busy.__getitem__)
-        chosen = {str(list(cores["core_name"])[i_top])}
-        explained = busy[i_top]
+        at = max(range(len(busy)), key=busy.__getitem__)
+        side = str(row.get(SATURATED, ""))
+        if side:  # the side the measurement saw saturated, even where this simulation does not
+            client_h, client_c, server_h, server_c = spec.slots(0)
+            slot = (client_h, client_c) if side == "client" else (server_h, server_c)
+            core = int(app_core_index(spec.cluster, *slot))
+            at = [int(c) for c in cores["core"]].index(core)
+        chosen = {str(list(cores["core_name"])[at])}
+        explained = busy[at]
     else:
         chosen = set(cores["core_name"].astype(str))
         wakeups = float(cores["wakeups"].sum())
@@ -298,7 +315,7 @@ def fit(
     :data:`~perfsim.calibrate.configs.CONFIG_COLUMNS`, ``metric``, ``value`` (the median) and
     ``training`` (bool).  Only the training rows whose metric is the workload's
     :data:`~perfsim.calibrate.configs.FIT_METRIC` enter the fit.  The linearisation is exact on
-    one core; elsewhere it is as good as "the busiest core sets a stream's rate" and "a
+    one core; elsewhere it is as good as "the saturated core sets a stream's rate" and "a
     transaction is serial" hold (see :func:`simulate_config`).
     """
     check_number("iterations", iterations, low=1, high=50, integer=True)
@@ -310,6 +327,12 @@ def fit(
     if train.empty:
         raise ConfigError("training", "no usable observations", "measured rates > 0 of one-core configurations")
     rows = records(train)
+    shares = measured[measured["metric"].isin(["cpu_client_pct", "cpu_server_pct"])]
+    share = {(config_id(r), str(r["metric"])): float(r["value"]) for r in records(shares)}
+    for r in rows:
+        c, s = share.get((config_id(r), "cpu_client_pct")), share.get((config_id(r), "cpu_server_pct"))
+        if c is not None and s is not None and int(r["cores"]) > 1:
+            r[SATURATED] = "client" if c >= s else "server"
     y = np.array([unit_seconds(r["metric"], float(r["value"])) for r in rows])
     theta: dict[Param, float] = {}
     current = prior

@@ -121,14 +121,19 @@ class Result:
 
 def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
     """The flows of a RunSpec: ``streams`` copies of its workload placed by
-    :meth:`RunSpec.slots`, each starting at a random time in [0, :data:`START_JITTER_S`)."""
+    :meth:`RunSpec.slots`, each starting at a random time in [0, :data:`START_JITTER_S`).
+
+    On the testbed a ``tcp_stream``'s flows between the same two slots share one thread per
+    side, as the streams of one ``iperf3 -P`` test do (its measurements are iperf3's)."""
     starts = RngStreams(spec.seed).stream("flows.start").uniform(0.0, START_JITTER_S, spec.streams)
     plans = []
+    shared = spec.cluster.testbed and spec.workload == "tcp_stream"
     for i in range(spec.streams):
         ch, cc, sh, sc = spec.slots(i)
         plans.append(FlowPlan(spec.workload, (ch, cc), (sh, sc), spec.message_bytes,
                               server_port=int(server_port(i)), client_port=int(client_port(i)),
-                              start_s=float(starts[i]), group=spec.workload))
+                              start_s=float(starts[i]), group=spec.workload,
+                              thread=f"iperf3 h{ch}c{cc} h{sh}c{sc}" if shared else ""))
     return tuple(plans)
 
 

@@ -20,11 +20,18 @@ from perfsim.components.link import Link
 from perfsim.core.packet import PROTO_TCP, PROTO_UDP
 from perfsim.core.profile import Profile, load_profile
 from perfsim.core.sim import Sim
-from perfsim.metrics.frames import TableSampler, core_frame, drop_frame, link_frame, stage_core_frame, stage_frame
+from perfsim.metrics.frames import (
+    TableSampler,
+    core_frame,
+    drop_frame,
+    link_frame,
+    stage_core_frame,
+    stage_frame,
+)
 from perfsim.topology.base import Slot
 from perfsim.topology.cluster import ClusterSpec, build_cluster
 from perfsim.topology.modes import MODES
-from perfsim.transport.workloads import Flow, start_workload
+from perfsim.transport.workloads import Flow, StreamThread, start_workload
 
 MAX_EXTRA_WARMUP_S = 1.0
 """Simulated seconds the warm-up may be extended while flows are still starting up."""
@@ -47,6 +54,10 @@ class FlowPlan:
     rate_bps: float = 0.0
     group: str = ""
     """The name of the workload entry this flow belongs to (scenario files)."""
+    thread: str = ""
+    """Flows with the same non-empty ``thread`` (unpaced ``tcp_stream`` between the same two
+    slots) are served by one application thread per side
+    (:class:`~perfsim.transport.workloads.StreamThread`); by default each flow has its own."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,15 @@ def window_drift(first_half_bytes: int, second_half_bytes: int, *unread_growth_b
     return max(signs, key=abs)
 
 
+def _thread(threads: dict[str, StreamThread], key: str, sim: Sim) -> StreamThread | None:
+    """The application thread pair named ``key`` (created on first use); None for ``""``."""
+    if not key:
+        return None
+    if key not in threads:
+        threads[key] = StreamThread(sim)
+    return threads[key]
+
+
 def simulate(exp: Experiment) -> Simulated:
     """Run ``exp``. Raises ConfigError when the mode cannot carry a flow."""
     wall0 = time.perf_counter()
@@ -140,6 +160,7 @@ def simulate(exp: Experiment) -> Simulated:
     for slot, host_port, container_port, proto in exp.publish:
         net.publish(slot[0], slot[1], host_port, container_port, proto)  # type: ignore[attr-defined]
     flows: list[Flow] = []
+    threads: dict[str, StreamThread] = {}
     for plan in exp.flows:
         proto = PROTO_TCP if plan.workload.startswith("tcp") else PROTO_UDP
         connect_ip, connect_port = net.target(plan.client, plan.server, plan.server_port, proto)
@@ -148,6 +169,7 @@ def simulate(exp: Experiment) -> Simulated:
             server_port=plan.server_port, client_port=plan.client_port,
             connect_ip=connect_ip, connect_port=connect_port, start_s=plan.start_s,
             rate_bps=plan.rate_bps, stop_s=plan.stop_s, measure_from_s=0.0,
+            thread=_thread(threads, plan.thread, sim),
         )
         flows.append(flow)
     links = [el for el in sim.elements.values() if isinstance(el, Link)]

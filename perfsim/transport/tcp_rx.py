@@ -141,6 +141,10 @@ class TcpReceiver:
         self._consume(n)
         return n
 
+    def readable(self) -> bool:
+        """``select()`` would report the socket readable: data to read, or end of stream."""
+        return self._readable_end > self._read_seq or self.fin_received or self.state in (CLOSED, TIME_WAIT)
+
     # -- ACK fields of outgoing segments -----------------------------------------------------
     def _rcv_wnd(self) -> int:
         w = self.rcvbuf - (self._readable_end - self._read_seq)
@@ -324,3 +328,16 @@ class TcpReceiver:
         remaining = self._adv_right - self.rcv_nxt
         if 2 * remaining <= self.rcvbuf and self._read_seq + self.rcvbuf - self.rcv_nxt >= 2 * remaining:
             self._send_ctrl(ACK, self.snd_nxt, self.app_core)  # tcp_cleanup_rbuf window update
+
+
+def wait_readable(conns: list[TcpReceiver]) -> Generator[Any, Any, None]:
+    """``select()`` on ``conns`` by one thread: sleep until one of them is readable.  The
+    first skb to arrive wakes the thread (``sk_data_ready`` of every socket points at it);
+    skbs that arrive while it is awake wake no one."""
+    ev = conns[0].env.event()
+    for c in conns:
+        c._read_ev = ev
+    yield ev
+    for c in conns:
+        if c._read_ev is ev:
+            c._read_ev = None

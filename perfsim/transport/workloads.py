@@ -18,6 +18,9 @@
                 of the response read.
 =============  ============================================================================
 
+A :class:`StreamThread` serves several ``tcp_stream`` flows between the same two endpoints from
+one application thread per side, as iperf3 before 3.16 serves its ``-P`` streams.
+
 For request/response workloads ``bytes`` and ``packets`` count both directions.  Stats before
 ``measure_from_s`` are ignored (:class:`~perfsim.transport.stats.FlowStats`).
 """
@@ -32,6 +35,7 @@ from perfsim.errors import ConfigError, check_number
 from perfsim.transport.common import DEFAULT_RCVBUF_BYTES, DEFAULT_SNDBUF_BYTES
 from perfsim.transport.stats import FlowStats
 from perfsim.transport.tcp import TcpConnection, TcpListener
+from perfsim.transport.tcp_rx import wait_readable
 from perfsim.transport.tsq import DEFAULT_TCP_LIMIT_OUTPUT_BYTES, DEFAULT_UDP_SNDBUF_BYTES
 from perfsim.transport.udp import DEFAULT_UDP_RCVBUF_BYTES, MAX_DATAGRAM_BYTES, UdpSocket, udp_segs
 
@@ -111,6 +115,7 @@ def start_workload(
     connect_port: int | None = None,
     tcp_limit_output_bytes: int = DEFAULT_TCP_LIMIT_OUTPUT_BYTES,
     tsq: bool = True,
+    thread: StreamThread | None = None,
 ) -> Flow:
     """Bind the sockets now and start the client (at ``start_s``) and server processes.
 
@@ -121,6 +126,8 @@ def start_workload(
     bits per second, 0 = unpaced) applies to the stream workloads only.
     ``tcp_limit_output_bytes`` (bytes, 0 .. 2**31 - 1, default 1 MiB) caps TCP Small Queues;
     ``tsq=False`` turns TSQ off (see :mod:`perfsim.transport.tsq`).  Both apply to TCP only.
+    ``thread``: the application thread pair that serves this flow with others (``tcp_stream``
+    only, unpaced); by default the flow has a client and a server process of its own.
     """
     if name not in WORKLOADS:
         raise ConfigError("workload", name, f"one of {', '.join(WORKLOADS)}")
@@ -144,6 +151,10 @@ def start_workload(
     check_number("rate_bps", rate_bps, low=0, high=1e13)
     if rate_bps > 0 and not name.endswith("stream"):
         raise ConfigError("rate_bps", rate_bps, "0 for request/response workloads (they run one transaction at a time)")
+    if thread is not None:
+        if name != "tcp_stream" or rate_bps > 0:
+            raise ConfigError("thread", thread, "None unless the workload is an unpaced tcp_stream")
+        thread.check(client, server)
     dst_ip = server.ip if connect_ip is None else check_number("connect_ip", connect_ip, low=0, high=2**32 - 1, integer=True)
     dst_port = server_port if connect_port is None else check_number("connect_port", connect_port, low=1, high=65535, integer=True)
     stats = FlowStats(name, measure_from_s=measure_from_s, one_way=name.endswith("stream"))
@@ -159,10 +170,13 @@ def start_workload(
     if tcp:
         listener = TcpListener(server.ns, server.app_core, server_port, mss, stats=stats, **bufs)
         flow.server_sock = listener
-        env.process(_tcp_server(flow, listener, message_size))
         conn = TcpConnection.client(client.ns, client.app_core, client.ip, client_port, int(dst_ip), int(dst_port), mss,
                                     stats=stats, **bufs)
         flow.client_sock = conn
+        if thread is not None:
+            thread.add(flow, message_size, start_s)
+            return flow
+        env.process(_tcp_server(flow, listener, message_size))
         if name == "tcp_stream":
             env.process(_tcp_stream_client(flow, conn, message_size, start_s, rate_bps))
         elif name == "tcp_rr":
@@ -252,6 +266,81 @@ def _tcp_rr_client(flow: Flow, conn: TcpConnection, size: int, start_s: float) -
             return
         flow.stats.on_transaction(env.now, env.now - t0)
     conn.close()
+
+
+class StreamThread:
+    """One application thread per side serving several ``tcp_stream`` flows, as iperf3 before
+    3.16 (one thread, ``select()``) serves its ``-P`` streams.
+
+    * The client connects its flows one after another (each at its ``start_s``), then writes
+      ``message_size`` bytes to each in turn, blocking while a socket's send buffer is full
+      (iperf3's client sockets are blocking; ``select()`` reports them all writable).
+    * The server accepts them one after another, then sleeps in ``select()`` until one of its
+      sockets is readable and reads up to ``message_size`` bytes from each readable socket
+      (non-blocking reads of iperf3's block size), and selects again.
+
+    One wake-up of the reader thus serves every socket with data, where one process per socket
+    wakes a reader per socket.  ``select()`` itself costs nothing here (its syscall is not a
+    stage of the profile).  Flows are added with :func:`start_workload` (``thread=``) before
+    the simulation runs; the threads start when the first flow is added.
+    """
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self._flows: list[tuple[Flow, int, float]] = []
+
+    def check(self, client: Endpoint, server: Endpoint) -> None:
+        """Raise ConfigError unless a flow between ``client`` and ``server`` may join: its two
+        applications run on the cores of the first flow's."""
+        if self._flows:
+            first = self._flows[0][0]
+            if client.app_core is not first.client.app_core or server.app_core is not first.server.app_core:
+                raise ConfigError("thread", self, "flows whose client and server run on the cores of the thread's first flow")
+
+    def add(self, flow: Flow, message_size: int, start_s: float) -> None:
+        """Serve ``flow`` (its sockets are bound; :meth:`check` passed) from these threads."""
+        if not self._flows:
+            self.sim.env.process(self._client())
+            self.sim.env.process(self._server())
+        self._flows.append((flow, message_size, start_s))
+
+    def __repr__(self) -> str:
+        return f"StreamThread({len(self._flows)} flows)"
+
+    def _client(self) -> Generator[Any, Any, None]:
+        env = self.sim.env
+        active: list[tuple[Flow, TcpConnection, int]] = []
+        for flow, size, start_s in sorted(self._flows, key=lambda f: f[2]):
+            yield from _wait_until(env, start_s)
+            conn = flow.client_sock
+            if (yield from conn.connect()):
+                flow.stats.on_connection(env.now)
+                active.append((flow, conn, size))
+        while active:
+            for entry in list(active):
+                flow, conn, size = entry
+                if env.now >= flow.stop_s:
+                    conn.close()
+                    active.remove(entry)
+                elif not (yield from conn.write(size)):
+                    active.remove(entry)
+
+    def _server(self) -> Generator[Any, Any, None]:
+        open_: list[tuple[TcpConnection, int]] = []
+        for flow, size, _ in self._flows:
+            conn = yield from flow.server_sock.accept()
+            flow.server_conn = conn
+            open_.append((conn, size))
+        while open_:
+            ready = [e for e in open_ if e[0].readable()]
+            if not ready:
+                yield from wait_readable([c for c, _ in open_])
+                continue
+            for entry in ready:
+                conn, size = entry
+                if not (yield from conn.read(size)):
+                    conn.close()
+                    open_.remove(entry)
 
 
 def _next_port(port: int) -> int:
