@@ -23,8 +23,8 @@ CORES = 8
 
 def streams(mode: str, n: int) -> Experiment:
     return Experiment(cluster=ClusterSpec(hosts=2, cores=CORES, nic_rate_bps=NIC_BPS), mode=mode,
-                      containers_per_host=n, flows=one_to_one("tcp_stream", n, 131072), duration_s=0.015,
-                      warmup_s=0.005)
+                      containers_per_host=n, flows=one_to_one("tcp_stream", n, 131072), duration_s=0.03,
+                      warmup_s=0.01)
 
 
 def line_rate_goodput_bps(exp: Experiment) -> float:
@@ -55,6 +55,9 @@ def test_one_host_stream_is_cpu_bound_and_eight_reach_the_nic() -> None:
     assert nic_utilisation(one) < 0.6
     exp = streams("host", 8)
     eight = simulate(exp)
+    # 8 streams fill the NIC's queue within a few ms; the 20 ms window is a steady state
+    # (with 15 ms, 5 of them warm-up, the window still held a loss recovery: 3 % short)
+    assert abs(eight.window_drift) < 0.03
     assert nic_utilisation(eight) > 0.98
     assert goodput_bps(eight) == pytest.approx(line_rate_goodput_bps(exp), rel=0.02)
 
