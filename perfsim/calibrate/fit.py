@@ -41,7 +41,9 @@ their prior ratio.
 ``idle_wakeup`` has no pull at all: it spans two orders of magnitude between a bare-metal core
 and a virtual machine's vCPU, so only the measurements decide it.  Free constants:
 every stage's per-packet cost that the training paths exercise, and per-byte costs only for the
-copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``) and TCP's handling
+copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``, and
+``copy_cross_core``, their extra when the other end's core wrote the lines last: what two-core
+streams cost per byte beyond one-core ones) and TCP's handling
 of page fragments (``tcp_tx``, ``tcp_rx``: a 64 KiB skb's 16 pages are filled, referenced and
 freed one by one; what a stream with offloads off tells from per-skb work).  Every other stage
 passes skbs by reference and checksums are offloaded (also on veth).  Constants the testbed
@@ -80,9 +82,10 @@ from perfsim.errors import ConfigError, check_number
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import app_core_index
 
-PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy", "tcp_tx", "tcp_rx")
-"""The stages whose per-byte constant is fitted: the user <-> kernel copies, and TCP's page
-fragments (a 64 KiB skb carries 16 pages that are attached, referenced and freed one by one)."""
+PER_BYTE_STAGES = ("sock_tx_copy", "sock_rx_copy", "copy_cross_core", "tcp_tx", "tcp_rx")
+"""The stages whose per-byte constant is fitted: the user <-> kernel copies (and their extra
+when another core wrote the lines last), and TCP's page fragments (a 64 KiB skb carries 16
+pages that are attached, referenced and freed one by one)."""
 MIN_PRIOR_PACKET_S = 1e-8
 MIN_PRIOR_BYTE_S = 1e-12
 DEFAULT_LAMBDA = 0.01

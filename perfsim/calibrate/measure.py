@@ -66,6 +66,7 @@ from perfsim.calibrate.testbed import (
     IPERF3_PORT,
     PATHS,
     SOCKPERF_PORT,
+    TCP_CONGESTION_CONTROL,
     CommandError,
     Testbed,
     can_create_namespaces,
@@ -399,6 +400,7 @@ def machine_info() -> dict[str, Any]:
         "iptables": _version(["iptables", "--version"]),
         "gcc": _version(["gcc", "--version"]),
         "python": platform.python_version(),
+        "tcp_congestion_control": TCP_CONGESTION_CONTROL,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -54,6 +54,9 @@ STAGES: dict[str, str] = {
     "tcp_rx": "tcp_v4_rcv/tcp_rcv_established of one skb (incl. ACK generation decision)",
     "tcp_connect": "TCP connection setup/teardown work in both stacks (SYN, accept, FIN, close)",
     "sock_rx_copy": "recvmsg: wakeup of the reader and copy kernel -> user (per byte)",
+    "copy_cross_core": "extra of a TCP payload copy whose cache lines another core wrote last (per byte): "
+                       "the reader's copy of what the sender wrote, the writer's copy into pages the "
+                       "reader freed — a cache-line transfer per 64 B",
     "arp": "neighbour (ARP) request or reply processing",
     "dns_lookup": "embedded DNS (127.0.0.11) lookup by the resolver, uncached",
     "task_wakeup": "try_to_wake_up of a task asleep on another core: remote enqueue and reschedule "

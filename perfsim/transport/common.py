@@ -41,21 +41,22 @@ SENDING_STATES = (ESTABLISHED, FIN_WAIT, CLOSING, CLOSE_WAIT, LAST_ACK)
 """States in which a connection may still transmit data or its FIN."""
 
 
-def app_work_s(stage: Stage, nbytes: int) -> float:
-    """CPU seconds of one application call of ``stage`` moving ``nbytes``."""
-    return stage.per_packet_s + stage.per_byte_s * nbytes
+def app_work_s(stage: Stage, nbytes: int, calls: int = 1) -> float:
+    """CPU seconds of ``calls`` application calls of ``stage`` moving ``nbytes``."""
+    return stage.per_packet_s * calls + stage.per_byte_s * nbytes
 
 
-def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int) -> float:
-    """Reserve one application call of ``stage`` moving ``nbytes`` on ``core``; return its end.
+def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int, calls: int = 1) -> float:
+    """Reserve ``calls`` application calls of ``stage`` moving ``nbytes`` on ``core`` (0 calls:
+    a per-byte extra of a call already counted); return the end.
 
     The time is accounted on the stage (``reserve`` only books the core).
     """
-    c = app_work_s(stage, nbytes)
+    c = app_work_s(stage, nbytes, calls)
     stage.cpu_s += c
-    stage.packets += 1
+    stage.packets += calls
     stage.bytes += nbytes
-    stage.note(core, 1, nbytes)
+    stage.note(core, calls, nbytes)
     return reserve(core, now_s, c)
 
 

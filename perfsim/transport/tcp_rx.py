@@ -32,6 +32,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from perfsim.core.packet import ACK, SYN, Packet
+from perfsim.core.sim import reserve
 from perfsim.transport.common import (
     CLOSE_WAIT,
     CLOSED,
@@ -77,9 +78,13 @@ class TcpReceiver:
 
         _wake_stage: Stage
 
-    def _init_receiver(self, rcvbuf_bytes: int, rx_copy: Stage) -> None:
+    def _init_receiver(self, rcvbuf_bytes: int, rx_copy: Stage, cross_copy: Stage) -> None:
         self.rcvbuf = rcvbuf_bytes
         self._rx_copy = rx_copy
+        self._xcopy = cross_copy
+        self._cross_core = False
+        """The peer's application runs on another core (or host): the payload this end copies
+        was written last by another core (``copy_cross_core``); set at establishment."""
         self.rcv_nxt = 0
         self._readable_end = 0
         self._read_seq = 0
@@ -116,27 +121,46 @@ class TcpReceiver:
         """The softirq core has processed the last skb it took directly by then."""
 
     def _copy_holding_socket(self, stage: Stage, nbytes: int) -> float:
-        """Reserve a syscall's copy of ``nbytes`` (``stage``) on the application core and
-        return its end.  The syscall holds the socket (``lock_sock``) while the copy runs — not
+        """Reserve a syscall's copy of ``nbytes`` (``stage``, plus ``copy_cross_core`` when the
+        peer runs on another core) on the application core and return its end.  The syscall holds the socket (``lock_sock``) while the copy runs — not
         while it still waits for its core: a single-threaded application serving several
         sockets (iperf3 before 3.16) holds only the one it is copying, so softirq processes
         the others' skbs directly."""
-        finish = reserve_app_work(stage, self.app_core, self.sim.now, nbytes)
-        self._owned_from = finish - app_work_s(stage, nbytes)
+        now = self.sim.now
+        work = app_work_s(stage, nbytes)
+        finish = reserve_app_work(stage, self.app_core, now, nbytes)
+        if self._cross_core and nbytes:
+            xcopy = self._xcopy
+            work += app_work_s(xcopy, nbytes, 0)
+            finish = reserve_app_work(xcopy, self.app_core, now, nbytes, 0)
+        self._owned_from = finish - work
         self._owned_until = finish
         return finish
 
     # -- application call -------------------------------------------------------------------
     def read(self, max_bytes: int) -> Generator[Any, Any, int]:
-        """``recv()`` of up to ``max_bytes``: wait for data, copy it. Returns 0 at end of stream."""
+        """``recv()`` of up to ``max_bytes``: wait for data, copy it. Returns 0 at end of stream.
+
+        The syscall takes what is queued when it runs on its core — after the core's wake-up
+        or the work queued on it before — not what was there when the reader was woken: data
+        that arrives meanwhile is copied by the same call (``tcp_recvmsg`` copies while data
+        is queued, up to ``max_bytes``).  It holds the socket from then until its copy ends
+        (data arriving during the copy waits in the backlog and is left for the next call)."""
         env = self.env
         while self._readable_end == self._read_seq:
             if self.fin_received or self.state in (CLOSED, TIME_WAIT):
                 return 0
             self._read_ev = env.event()
             yield self._read_ev
+        runs = reserve(self.app_core, env.now, 0.0)
+        if runs > env.now:
+            yield env.timeout(runs - env.now)
         n = min(self._readable_end - self._read_seq, max_bytes)
         finish = self._copy_holding_socket(self._rx_copy, n)
+        # tcp_recvmsg holds the socket from its start (lock_sock) to after the ACK its
+        # tcp_cleanup_rbuf sends; skbs that arrive meanwhile wait in the backlog, so that ACK
+        # never finds unread data the call did not take
+        self._owned_from = env.now
         yield env.timeout(finish - env.now)
         self._consume(n)
         return n

@@ -289,6 +289,12 @@ class TcpSender:
         yield env.timeout(finish - env.now)
         self.write_end += nbytes
         self._push(self.app_core)
+        # tcp_sendmsg still holds the socket while tcp_push transmits (and, over a veth or lo,
+        # while the softirq that receives what it sent runs at its local_bh_enable): an ACK
+        # arriving meanwhile waits in the backlog and is processed on this core
+        busy = self.app_core.busy_until_s
+        if busy > self._owned_until:
+            self._owned_until = busy
         return nbytes
 
     # -- sending ---------------------------------------------------------------------------

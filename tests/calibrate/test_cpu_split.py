@@ -39,5 +39,6 @@ def test_the_simulated_side_sends_a_streams_acks_from_the_readers_core(capsys: p
     out = capsys.readouterr().out
     acks = next(line for line in out.splitlines() if line.strip().startswith("ACKs sent /s")).split()[-2:]
     data = next(line for line in out.splitlines() if line.strip().startswith("data skbs sent /s")).split()[-2:]
-    assert int(acks[1]) > 2 * int(acks[0])  # the reader's core, cpu1
-    assert int(data[0]) > 100 * max(1, int(data[1]))  # the writer's core, cpu0
+    assert int(acks[1]) > 100 * max(1, int(acks[0]))  # the reader's core, cpu1 (real: 98 %)
+    assert int(data[0]) > 5 * max(1, int(data[1]))  # the writer's core, cpu0 (real 99.8 %, here
+    # ~89 %: see test_platform's test_a_streams_acks_leave_mostly_from_the_readers_core)

@@ -23,8 +23,8 @@ CORES = 8
 
 def streams(mode: str, n: int) -> Experiment:
     return Experiment(cluster=ClusterSpec(hosts=2, cores=CORES, nic_rate_bps=NIC_BPS), mode=mode,
-                      containers_per_host=n, flows=one_to_one("tcp_stream", n, 131072), duration_s=0.03,
-                      warmup_s=0.01)
+                      containers_per_host=n, flows=one_to_one("tcp_stream", n, 131072), duration_s=0.2,
+                      warmup_s=0.05)
 
 
 def line_rate_goodput_bps(exp: Experiment) -> float:
@@ -52,11 +52,12 @@ def cpu_s_per_gb(out: Simulated, host: str | None = None) -> float:
 
 def test_one_host_stream_is_cpu_bound_and_eight_reach_the_nic() -> None:
     one = simulate(streams("host", 1))
-    assert nic_utilisation(one) < 0.6
+    assert nic_utilisation(one) < 0.9  # the NIC is not the limit (default profile: 66 %) ...
+    assert one.cores["utilisation"].max() > 0.97  # ... a core is
     exp = streams("host", 8)
     eight = simulate(exp)
-    # 8 streams fill the NIC's queue within a few ms; the 20 ms window is a steady state
-    # (with 15 ms, 5 of them warm-up, the window still held a loss recovery: 3 % short)
+    # 8 streams fill the NIC's queue within a few ms; the 150 ms window is a steady state
+    # (in windows of 20-70 ms a loss recovery at the full NIC queue moves goodput by 3-30 %)
     assert abs(eight.window_drift) < 0.03
     assert nic_utilisation(eight) > 0.98
     assert goodput_bps(eight) == pytest.approx(line_rate_goodput_bps(exp), rel=0.02)

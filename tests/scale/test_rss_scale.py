@@ -86,8 +86,11 @@ def test_one_vxlan_flow_is_received_on_one_core_and_is_cpu_bound() -> None:
     busy = out.cores[out.cores["utilisation"] > 0.05].groupby("host")["core"].apply(set).to_dict()
     assert busy["h1"] == {0, rss}  # the server's application core and the one RSS core
     assert len(busy["h0"]) <= 2  # the client's, and the one its ACKs land on
-    assert utilisation(out, "h0", 0) > 0.97  # the sender's core (copy, TCP, veth, bridge, encap) saturates
-    assert utilisation(out, "h1", rss) > 0.5
+    # one of the two saturates: the sender's core (copy, TCP, veth, bridge, encap) or the one
+    # receiving core (driver, decap, bridge, veth, TCP) — which one depends on the profile
+    # (default: the receiving core, 100 %, the sender's 76 %)
+    assert max(utilisation(out, "h0", 0), utilisation(out, "h1", rss)) > 0.97
+    assert min(utilisation(out, "h0", 0), utilisation(out, "h1", rss)) > 0.5
     assert goodput_bps(out) < 0.6 * 40e9  # CPU-bound, far below the 40 Gbit/s NIC
 
 

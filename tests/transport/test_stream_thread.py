@@ -154,9 +154,10 @@ def count_reader_wakeups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_one_thread_is_woken_less_than_one_reader_per_flow(
     monkeypatch: pytest.MonkeyPatch, sim: Sim, streams: int, max_shared: int,
 ) -> None:
-    """Measured over 20 ms (awake prior profile): 2 flows, 222 reader wake-ups with a process
-    per flow and 10 with one thread; 4 flows, 25 and 14.  The shared thread also moved more
-    data (133.3 vs 112.1 MB; 131.6 vs 129.1 MB)."""
+    """Measured over 20 ms (awake prior profile): 2 flows, 12 reader wake-ups with a process
+    per flow and 10 with one thread; 4 flows, 26 and 17.  The shared thread also moved more
+    data (99.2 vs 82.3 MB; 98.0 vs 84.2 MB).  (A reader takes everything queued when it runs,
+    so a process per flow is woken rarely too.)"""
     wakes = count_reader_wakeups(monkeypatch)
     own, _, _ = setup(sim, streams, 131072, shared=False)
     sim.run(T)
@@ -172,8 +173,6 @@ def test_one_thread_is_woken_less_than_one_reader_per_flow(
 
     assert 0 < one <= max_shared
     assert one < per_flow
-    if streams == 2:
-        assert 10 * one < per_flow
     assert shared_bytes >= own_bytes  # fewer wake-ups is not from moving less data
 
 

@@ -29,13 +29,15 @@ def setup(sim: Sim, name: str, size: int, delay_s: float, client_port: int = 400
 
 
 def test_tcp_rr_round_trip_is_two_one_way_paths(sim: Sim) -> None:
-    """Steady state: each way = copy + tcp_tx + delay + tcp_rx + copy; ACKs ride on data."""
+    """Steady state: each way = copy + tcp_tx + delay + tcp_rx + copy; ACKs ride on data.
+    Client and server run on different cores, so both copies pay ``copy_cross_core`` per byte."""
     d, m = 100e-6, 100
     flow, a, b = setup(sim, "tcp_rr", m, d)
     T = 0.05
     sim.run(T)
     one_way = (cost(sim, "sock_tx_copy", m) + cost(sim, "tcp_tx", m + 66) + d
-               + cost(sim, "tcp_rx", m + 66) + cost(sim, "sock_rx_copy", m))
+               + cost(sim, "tcp_rx", m + 66) + cost(sim, "sock_rx_copy", m)
+               + 2 * m * sim.profile.cost("copy_cross_core").per_byte_s)
     rtt = 2 * one_way
     lat = flow.stats.latencies_s
     assert lat[0] >= 2 * d
