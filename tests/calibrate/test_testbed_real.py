@@ -16,6 +16,7 @@ import pytest
 from perfsim.calibrate import measure as m
 from perfsim.calibrate.testbed import (
     NS_PREFIX,
+    TCP_CONGESTION_CONTROL,
     CommandError,
     Testbed,
     cleanup_stale,
@@ -238,6 +239,11 @@ def test_routed_path_routes_without_bridge_or_nat() -> None:
         assert "MASQUERADE" in rules  # conntrack on, as on every host of the model
         seen = _source_seen_by_server(tb, "10.2.1.2", 5301)
         assert seen == "10.2.0.2"  # no NAT on the way
+        # every namespace runs perfsim's congestion control, whatever the machine's default
+        for ns in tb.namespaces:
+            cc = run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control"]).stdout.strip()
+            assert cc == TCP_CONGESTION_CONTROL == "reno", ns
+        assert tb.metadata["tcp_congestion_control"] == "reno"
         assert not any(ln.startswith("psim") for ln in run(["ip", "-o", "link"]).stdout.split())
 
 
