@@ -13,8 +13,8 @@ fraction of time the core is busy::
 skbs and bytes stage ``s`` handles per unit in configuration ``i`` *on the saturated core* and
 ``util_i`` that core's busy fraction.  With one core that is all the work.  A stream with the
 client and the server on two cores saturates one of them — on the testbed the sender's, which
-also runs the veth receive softirq (the measured client CPU share is 88-97 %, the server's
-46-72 %) — and the same relation holds for that core alone: this is what separates the
+also runs the veth receive softirq (the client's measured CPU share is the larger on every
+two-core stream) — and the same relation holds for that core alone: this is what separates the
 sender's copy from the receiver's, which one core always sees together.  The row is taken on
 the core of the side whose measured CPU share is larger, even when a simulation with the
 current constants saturates the other one (linearised on the busiest simulated core, the fit

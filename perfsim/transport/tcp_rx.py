@@ -120,12 +120,14 @@ class TcpReceiver:
         self._direct_until = 0.0
         """The softirq core has processed the last skb it took directly by then."""
 
-    def _copy_holding_socket(self, stage: Stage, nbytes: int) -> float:
+    def _copy_holding_socket(self, stage: Stage, nbytes: int, held_from: float | None = None) -> float:
         """Reserve a syscall's copy of ``nbytes`` (``stage``, plus ``copy_cross_core`` when the
-        peer runs on another core) on the application core and return its end.  The syscall holds the socket (``lock_sock``) while the copy runs — not
-        while it still waits for its core: a single-threaded application serving several
-        sockets (iperf3 before 3.16) holds only the one it is copying, so softirq processes
-        the others' skbs directly."""
+        peer runs on another core) on the application core and return its end.
+
+        The syscall holds the socket (``lock_sock``) from ``held_from`` — by default from the
+        start of its copy, not while it still waits for its core: a single-threaded
+        application serving several sockets (iperf3 before 3.16) holds only the one it is
+        copying, so softirq processes the others' skbs directly — until the copy ends."""
         now = self.sim.now
         work = app_work_s(stage, nbytes)
         finish = reserve_app_work(stage, self.app_core, now, nbytes)
@@ -133,7 +135,7 @@ class TcpReceiver:
             xcopy = self._xcopy
             work += app_work_s(xcopy, nbytes, 0)
             finish = reserve_app_work(xcopy, self.app_core, now, nbytes, 0)
-        self._owned_from = finish - work
+        self._owned_from = finish - work if held_from is None else held_from
         self._owned_until = finish
         return finish
 
@@ -156,11 +158,10 @@ class TcpReceiver:
         if runs > env.now:
             yield env.timeout(runs - env.now)
         n = min(self._readable_end - self._read_seq, max_bytes)
-        finish = self._copy_holding_socket(self._rx_copy, n)
         # tcp_recvmsg holds the socket from its start (lock_sock) to after the ACK its
         # tcp_cleanup_rbuf sends; skbs that arrive meanwhile wait in the backlog, so that ACK
         # never finds unread data the call did not take
-        self._owned_from = env.now
+        finish = self._copy_holding_socket(self._rx_copy, n, held_from=env.now)
         yield env.timeout(finish - env.now)
         self._consume(n)
         return n

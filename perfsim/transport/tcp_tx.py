@@ -187,9 +187,10 @@ class TcpSender:
 
         def _finish(self, state: int) -> None: ...
 
-        def _copy_holding_socket(self, stage: Stage, nbytes: int) -> float: ...
+        def _copy_holding_socket(self, stage: Stage, nbytes: int, held_from: float | None = None) -> float: ...
 
         _wake_stage: Stage
+        _owned_until: float
 
     def _init_sender(self, sndbuf_bytes: int, max_skb_bytes: int, tx: Stage, tx_copy: Stage,
                      limit_output_bytes: int, tsq: bool) -> None:
@@ -289,9 +290,10 @@ class TcpSender:
         yield env.timeout(finish - env.now)
         self.write_end += nbytes
         self._push(self.app_core)
-        # tcp_sendmsg still holds the socket while tcp_push transmits (and, over a veth or lo,
-        # while the softirq that receives what it sent runs at its local_bh_enable): an ACK
-        # arriving meanwhile waits in the backlog and is processed on this core
+        # tcp_sendmsg still holds the socket while tcp_push transmits (the work it queued on
+        # this core): an ACK arriving meanwhile waits in the backlog and is processed here.
+        # Linux holds it also through the softirq that, over a veth or lo, receives what it
+        # sent at its local_bh_enable; perfsim does not (docs/kernel-evidence.md)
         busy = self.app_core.busy_until_s
         if busy > self._owned_until:
             self._owned_until = busy
