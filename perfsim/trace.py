@@ -9,7 +9,8 @@ entries exist, conntrack sees the flow as ESTABLISHED), then sends **one** packe
 client endpoint to the server and records each hop with
 :class:`~perfsim.trace_probes.Probes` — attached from outside, so the traced run is the
 normal run.  ``cold=True`` traces the very first packet instead (ARP resolution, FDB
-flooding, conntrack NEW).
+flooding, conntrack NEW).  An idle core's wake-up takes the profile's mean ``idle_wakeup``
+(a run draws each from the profile's measured spread, if it has one).
 
 Placement follows ``perfsim.experiment.run``: the client is container 0 of host 0, the
 server container 0 of host 1 (cross-host) or container 1 of host 0 (same-host).  UDP sends
@@ -132,7 +133,10 @@ def prepare(
     if placement == "cross-host" and spec.hosts < 2:
         raise ConfigError("hosts", spec.hosts, ">= 2 for cross-host placement")
     check_number("seed", seed, low=0, high=2**63 - 1, integer=True)
-    sim = Sim(seed=seed, profile=load_profile(profile))
+    prof = load_profile(profile)
+    # one packet's timeline adds up to the profile's constants: every idle core's wake-up
+    # takes its mean, not a draw from the measured spread
+    sim = Sim(seed=seed, profile=prof.with_idle_wakeup(prof.cost("idle_wakeup").per_packet_s))
     cl = build_cluster(sim, spec)
     net = info.build(cl, CONTAINERS_PER_HOST)
     cslot, sslot = ((0, 0), (1, 0)) if placement == "cross-host" else ((0, 0), (0, 1))

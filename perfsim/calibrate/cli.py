@@ -2,7 +2,8 @@
 
 ``calibrate``: measure the real kernel's datapaths on this machine (or read stored raw
 measurements with ``--from-raw``), fit the profile's constants on the training subset, write the
-profile YAML with its provenance and the raw measurements beside it (``<profile>.raw.csv``).
+profile YAML with its provenance and the raw measurements beside it (``<profile>.raw.csv``, and
+the idle-CPU wake-up samples that set ``idle_wakeup``, ``<profile>.wakeup.csv.gz``).
 
 ``validate``: simulate the measured configurations with a profile and print measured vs
 simulated with the error in %, held-out and training marked, plus a PNG figure.
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -59,7 +62,10 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None)
 
 
-def _measure(quick: bool, paths: str | None, duration: float | None, repeats: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _measure(quick: bool, paths: str | None, duration: float | None, repeats: int | None,
+             wakeups: bool = False) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None]:
+    """Measure the plan on the testbed; with ``wakeups`` also the wake-up samples
+    (:func:`perfsim.calibrate.wakeup.measure_wakeups`; None on a machine with one CPU)."""
     from perfsim.calibrate import measure as m
     from perfsim.calibrate.testbed import can_create_namespaces, cleanup_stale, missing_tools
 
@@ -90,8 +96,18 @@ def _measure(quick: bool, paths: str | None, duration: float | None, repeats: in
         kwargs["repeats"] = check_number("--repeats", repeats, low=1, high=100, integer=True)
     elif quick:
         kwargs["repeats"] = 1
+    two_cpus = len(os.sched_getaffinity(0)) >= 2
+    if wakeups and two_cpus:
+        from perfsim.calibrate.wakeup import WAKE_SAMPLES
+
+        kwargs["wakeup_samples"] = WAKE_SAMPLES
     raw = m.measure(plan, **kwargs)
-    return raw, m.machine_info()
+    delays = raw.attrs.pop("wakeups", None)
+    if wakeups and two_cpus and delays is None:  # a plan without two-core round trips
+        from perfsim.calibrate.wakeup import measure_wakeups
+
+        delays = measure_wakeups(10 * WAKE_SAMPLES)
+    return raw, m.machine_info(), delays
 
 
 def _read_raw(path: str | Path) -> pd.DataFrame:
@@ -108,6 +124,14 @@ def calibrate_main(args: argparse.Namespace) -> int:
     from perfsim import __version__
     from perfsim.calibrate.fit import DEFAULT_LAMBDA, fit, profile_dict, records
     from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians
+    from perfsim.calibrate.wakeup import (
+        WAKE_GAP_S,
+        idle_wakeups,
+        read_wakeups,
+        shape_atoms,
+        wakeup_path_for,
+        write_wakeups,
+    )
     from perfsim.core.profile import load_profile
     from perfsim.experiment.output import write_atomic, write_frame
 
@@ -117,6 +141,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
     prior = load_profile(args.prior)
     lam = DEFAULT_LAMBDA if args.lam is None else check_number("--lambda", args.lam, low=0, high=1e6)
     check_number("--iterations", args.iterations, low=1, high=50, integer=True)
+    delays: pd.DataFrame | None = None
     if args.from_raw:
         raw = _read_raw(args.from_raw)
         machine: dict[str, Any] = {}
@@ -124,14 +149,35 @@ def calibrate_main(args: argparse.Namespace) -> int:
         prior_yaml = prov_path.with_name(prov_path.name.removesuffix(".raw.csv") + ".yaml")
         if prior_yaml.is_file():  # reuse the machine description stored with the data
             machine = dict((yaml.safe_load(prior_yaml.read_text()) or {}).get("provenance", {}).get("machine", {}))
+        if wakeup_path_for(prov_path).is_file():
+            delays = read_wakeups(wakeup_path_for(prov_path))
     else:
-        raw, machine = _measure(args.quick, args.paths, args.duration, args.repeats)
+        raw, machine, delays = _measure(args.quick, args.paths, args.duration, args.repeats, wakeups=True)
+    wake_note: dict[str, Any] | str = "not measured: fitted (no wake-up samples)"
+    fixed: set[tuple[str, str]] = set()
+    if delays is not None:
+        idle = idle_wakeups(delays)
+        prior = prior.with_wake_shape(shape_atoms(idle), mean_s=float(idle.mean()))
+        fixed.add(("idle_wakeup", "per_packet_s"))
+
+        def us(x: np.ndarray, q: float | None = None) -> float:
+            return round(float(np.mean(x) if q is None else np.percentile(x, q)) * 1e6, 2)
+
+        remote = delays.loc[delays["kind"] == "remote", "delay_s"].to_numpy()
+        local = delays.loc[delays["kind"] == "local", "delay_s"].to_numpy()
+        wake_note = {"method": "measured by wake.c (perfsim.calibrate.wakeup): remote samples minus the local median",
+                     "file": wakeup_path_for(raw_path_for(out)).name, "samples": int(remote.size), "gap_s": WAKE_GAP_S,
+                     "remote_mean_us": us(remote), "remote_p50_us": us(remote, 50), "remote_p99_us": us(remote, 99),
+                     "local_p50_us": us(local, 50), "idle_wakeup_mean_us": us(idle), "idle_wakeup_p50_us": us(idle, 50),
+                     "idle_wakeup_p99_us": us(idle, 99)}
     table = medians(raw)
     print(f"perfsim calibrate: {table['training'].sum()} training and {(~table['training']).sum()} held-out "
           f"medians; fitting {args.iterations} iterations", file=sys.stderr)
-    result = fit(table, prior, iterations=args.iterations, lam=lam, workers=args.workers, progress=True)
+    result = fit(table, prior, iterations=args.iterations, lam=lam, workers=args.workers, progress=True, fixed=fixed)
     raw_out = raw_path_for(out)
     write_frame(raw, raw_out)
+    if delays is not None:
+        write_wakeups(delays, wakeup_path_for(raw_out))
     free = result.params[result.params["free"]]
     provenance = {
         "source": "perfsim calibrate: least-squares fit to real-kernel measurements on this machine",
@@ -139,13 +185,15 @@ def calibrate_main(args: argparse.Namespace) -> int:
                    f"lambda={lam}, {args.iterations} iterations; training subset (perfsim.calibrate.configs."
                    "default_training): one stream on one core on every path but routed (TCP stream with offloads "
                    "on and off, tcp_rr, udp_rr, tcp_crr), plus the host path's TCP stream, UDP stream and "
-                   "udp_rr on two cores; everything else is held out for perfsim validate"),
+                   "udp_rr on two cores; everything else is held out for perfsim validate"
+                   + ("; idle_wakeup measured (wake.c), not fitted" if fixed else "")),
         "machine": machine,
         "date": dt.date.today().isoformat(),
         "perfsim": __version__,
         "prior": prior.name,
         "raw_measurements": raw_out.name,
         "fitted_constants": [f"{s}.{k}" for s, k in zip(free["stage"], free["kind"], strict=True)],
+        "idle_wakeup": wake_note,
         "residuals": [
             {"config": str(r["config_id"]), "metric": str(r["metric"]), "measured": float(f"{float(r['measured']):.6g}"),
              "simulated": float(f"{float(r['simulated']):.6g}"), "error_pct": round(float(r["error_pct"]), 2)}
@@ -157,8 +205,12 @@ def calibrate_main(args: argparse.Namespace) -> int:
     for stage, spec in data["stages"].items():
         kinds = [k for k in ("per_packet_s", "per_byte_s") if (stage, k) in fitted]
         spec["why"] = (f"fitted ({', '.join(kinds)})" if kinds else "prior: not exercised by the testbed's training set")
+        if (stage, "per_packet_s") in fixed:
+            spec["why"] = "measured: wake.c (perfsim.calibrate.wakeup), mean and shape; see provenance.idle_wakeup"
     header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
-              f"# Raw measurements: {raw_out.name} (one row per repeat). Provenance, residuals below.\n")
+              f"# Raw measurements: {raw_out.name} (one row per repeat)"
+              + (f", wake-up samples: {wakeup_path_for(raw_out).name}" if delays is not None else "")
+              + ". Provenance, residuals below.\n")
     text = header + yaml.safe_dump(data, sort_keys=False, width=120)
 
     def write(tmp: Path) -> None:
@@ -174,13 +226,19 @@ def calibrate_main(args: argparse.Namespace) -> int:
 
 
 def validate_main(args: argparse.Namespace) -> int:
-    from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians, plot
+    from perfsim.calibrate.validate import (
+        accuracy_summary,
+        compare_measured,
+        format_table,
+        medians,
+        plot,
+    )
     from perfsim.core.profile import load_profile
     from perfsim.experiment.output import write_frame
 
     prof = load_profile(args.profile)
     if args.measure:
-        raw, _ = _measure(args.quick, None, None, None)
+        raw, _, _ = _measure(args.quick, None, None, None)
     else:
         raw_file = args.raw or _default_raw(args.profile)
         raw = _read_raw(raw_file)

@@ -200,7 +200,9 @@ def default_training(row: Mapping[str, Any]) -> bool:
     * on two cores, the host path only: the TCP and UDP streams (whose saturated core, the
       sender's as the measured CPU shares show, separates the sender's work from the
       receiver's)
-      and UDP request/response (serial: it measures the wake-up of an idle core).
+      and UDP request/response (serial: it measures the wake-up of an idle core — unless the
+      wake-up was measured directly, :mod:`perfsim.calibrate.wakeup`, which the fit then
+      keeps).
 
     Held out for ``perfsim validate``: the whole routed path, every other path on two cores,
     several streams, offloads off on two cores, UDP streams on one core (their loss depends on

@@ -39,7 +39,8 @@ only decides what the data cannot: constants that always appear together (``veth
 ``backlog_rx`` on every veth hop, both below the median) move by the same factor, keeping
 their prior ratio.
 ``idle_wakeup`` has no pull at all: it spans two orders of magnitude between a bare-metal core
-and a virtual machine's vCPU, so only the measurements decide it.  Free constants:
+and a virtual machine's vCPU, so only the measurements decide it — and ``perfsim calibrate``
+measures it directly (:mod:`perfsim.calibrate.wakeup`) and keeps it ``fixed``.  Free constants:
 every stage's per-packet cost that the training paths exercise, and per-byte costs only for the
 copies between user and kernel memory (``sock_tx_copy``, ``sock_rx_copy``, and
 ``copy_cross_core``, their extra when the other end's core wrote the lines last: what two-core
@@ -56,7 +57,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ from perfsim.calibrate.configs import (
     simulated_metrics,
     unit_seconds,
 )
-from perfsim.core.profile import STAGES, Profile, load_profile
+from perfsim.core.profile import STAGES, Profile, StageCost, load_profile
 from perfsim.errors import ConfigError, check_number
 from perfsim.experiment.run import run
 from perfsim.topology.cluster import app_core_index
@@ -122,9 +123,15 @@ def profile_dict(profile: Profile, provenance: dict[str, Any] | None = None, nam
     return {
         "name": name or profile.name,
         "provenance": provenance if provenance is not None else dict(profile.provenance),
-        "stages": {s: {"per_packet_s": float(c.per_packet_s), "per_byte_s": float(c.per_byte_s)}
-                   for s, c in profile.stages.items()},
+        "stages": {s: _stage_dict(c) for s, c in profile.stages.items()},
     }
+
+
+def _stage_dict(c: StageCost) -> dict[str, Any]:
+    d: dict[str, Any] = {"per_packet_s": float(c.per_packet_s), "per_byte_s": float(c.per_byte_s)}
+    if c.shape is not None:
+        d["shape"] = [round(float(a), 4) for a in c.shape]
+    return d
 
 
 def with_constants(profile: Profile, theta: Mapping[Param, float], name: str = "fitted") -> Profile:
@@ -261,26 +268,28 @@ def solve(
     y: np.ndarray,
     prior: Profile,
     lam: float = DEFAULT_LAMBDA,
+    fixed: Collection[Param] = (),
 ) -> dict[Param, float]:
     """One regularised, bounded linear least-squares solve (see the module docstring).
 
     ``xs[i]`` maps constants to their coefficient in observation ``i``; ``y[i]`` is the measured
-    seconds per unit.  Returns the free constants; the others keep their prior value.
+    seconds per unit.  Returns the free constants; the others — and those in ``fixed``
+    (measured directly) — keep their prior value.
     """
-    free: list[Param] = sorted({p for x in xs for p, v in x.items() if v > 0
+    free: list[Param] = sorted({p for x in xs for p, v in x.items() if v > 0 and p not in fixed
                                 and (p[1] == "per_packet_s" or p[0] in PER_BYTE_STAGES)})
     if not free:
         raise ConfigError("training", "no observations", "at least one training measurement")
     theta0 = np.array([_prior_scale(k, getattr(prior.cost(s), k)) for s, k in free])
     n, p = len(xs), len(free)
     a = np.zeros((n, p))
-    fixed = np.zeros(n)
+    known = np.zeros(n)
     col = {q: j for j, q in enumerate(free)}
     for i, x in enumerate(xs):
         for q, v in x.items():
             j = col.get(q)
             if j is None:
-                fixed[i] += v * getattr(prior.cost(q[0]), q[1])
+                known[i] += v * getattr(prior.cost(q[0]), q[1])
             else:
                 a[i, j] = v
     # unknowns z = theta / theta0 (every column O(1)); each relative deviation is weighed by
@@ -296,7 +305,7 @@ def solve(
     reg = np.sqrt(lam * size)
     w = 1.0 / y
     lhs = np.vstack([a * theta0 * w[:, None], np.diag(reg)])
-    rhs = np.concatenate([(y - fixed) * w, reg])
+    rhs = np.concatenate([(y - known) * w, reg])
     sol = lsq_linear(lhs, rhs, bounds=(MIN_FACTOR, np.inf), method="bvls")
     return {q: float(z * t) for q, z, t in zip(free, sol.x, theta0, strict=True)}
 
@@ -311,6 +320,7 @@ def fit(
     progress: bool = False,
     workdir: str | Path | None = None,
     on_iteration: Callable[[int, dict[Param, float]], None] | None = None,
+    fixed: Collection[Param] = (),
 ) -> FitResult:
     """Fit ``prior``'s constants to the training rows of ``measured``.
 
@@ -345,7 +355,7 @@ def fit(
             path.write_text(yaml.safe_dump(profile_dict(current, name=f"iteration{k}")))
             sims = simulate_many(rows, str(path), duration_s, workers,
                                  desc=f"fit {k + 1}/{iterations}" if progress else None)
-            theta = solve([s.x for s in sims], y, prior, lam)
+            theta = solve([s.x for s in sims], y, prior, lam, fixed)
             current = with_constants(prior, theta, name=prior.name)
             if on_iteration is not None:
                 on_iteration(k, theta)

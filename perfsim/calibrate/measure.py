@@ -173,22 +173,28 @@ def whole_seconds(duration_s: float) -> int:
     return max(1, math.ceil(duration_s - 1e-9))
 
 
-def crr_binary() -> Path:
-    """The compiled ``crr.c``: ``$XDG_CACHE_HOME/perfsim/crr-<sha256 of the source>``, built
-    with gcc on first use and whenever the source changes."""
-    src = importlib.resources.files("perfsim.calibrate").joinpath("crr.c").read_bytes()
+def c_binary(name: str) -> Path:
+    """The compiled ``<name>.c`` of this package (``crr``, ``wake``):
+    ``$XDG_CACHE_HOME/perfsim/<name>-<sha256 of the source>``, built with gcc on first use and
+    whenever the source changes."""
+    src = importlib.resources.files("perfsim.calibrate").joinpath(f"{name}.c").read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "perfsim"
-    exe = cache / f"crr-{digest}"
+    exe = cache / f"{name}-{digest}"
     if exe.is_file() and os.access(exe, os.X_OK):
         return exe
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        (Path(tmp) / "crr.c").write_bytes(src)
-        out = Path(tmp) / "crr"
-        run(["gcc", "-O2", "-Wall", "-o", str(out), str(Path(tmp) / "crr.c")], timeout_s=120)
+        (Path(tmp) / f"{name}.c").write_bytes(src)
+        out = Path(tmp) / name
+        run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(out), str(Path(tmp) / f"{name}.c")], timeout_s=120)
         os.replace(out, exe)  # atomic: a concurrent build of the same source is harmless
     return exe
+
+
+def crr_binary() -> Path:
+    """The compiled ``crr.c`` (:func:`c_binary`)."""
+    return c_binary("crr")
 
 
 def _server_and_client(
@@ -311,17 +317,25 @@ def _check_run(configs: list[MeasureConfig], duration_s: float, repeats: int) ->
 
 def measure(
     configs: Iterable[MeasureConfig], duration_s: float = FULL_DURATION_S, repeats: int = FULL_REPEATS,
-    progress: bool = True,
+    progress: bool = True, wakeup_samples: int = 0,
 ) -> pd.DataFrame:
     """Measure every configuration ``repeats`` times (interleaved) for ``duration_s`` each.
 
     Returns the long DataFrame of :data:`COLUMNS`; ``df.attrs["testbeds"]`` holds each testbed's
-    metadata (br_netfilter, offloads it could not change, ...) by ``path/on|off``.
+    metadata (br_netfilter, offloads it could not change, ...) by ``path/on|off``.  With
+    ``wakeup_samples``, every request/response or connection measurement on two cores is
+    preceded by that many idle-CPU wake-up samples (:func:`perfsim.calibrate.wakeup.measure_wakeups`),
+    returned in ``df.attrs["wakeups"]`` with the ``config_id`` and ``repeat`` they preceded.
     """
+    from perfsim.calibrate.wakeup import measure_wakeups
+
     configs = list(configs)
     _check_run(configs, duration_s, repeats)
     if any(cfg.workload == "tcp_crr" for cfg in configs):
         crr_binary()  # compile before any testbed exists
+    if wakeup_samples:
+        c_binary("wake")
+    wakes: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
     testbeds: dict[tuple[str, bool], Testbed] = {}
     with contextlib.ExitStack() as stack, tqdm(total=len(configs) * repeats, disable=not progress,
@@ -332,6 +346,9 @@ def measure(
                 key = (cfg.path, cfg.offloads)
                 if key not in testbeds:
                     testbeds[key] = stack.enter_context(Testbed(cfg.path, cfg.offloads))
+                if wakeup_samples and cfg.cores >= 2 and cfg.workload in ("tcp_rr", "udp_rr", "tcp_crr"):
+                    w = measure_wakeups(wakeup_samples, cpus=(cfg.cpus[0], cfg.cpus[1]))
+                    wakes.append(w.assign(config_id=cfg.id, repeat=rep))
                 metrics = run_config(testbeds[key], cfg, duration_s)
                 base = {"path": cfg.path, "workload": cfg.workload, "streams": cfg.streams,
                         "message_bytes": cfg.message_bytes, "offloads": cfg.offloads, "cores": cfg.cores,
@@ -340,6 +357,8 @@ def measure(
                 bar.update()
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs["testbeds"] = {f"{p}/{'on' if o else 'off'}": tb.metadata for (p, o), tb in testbeds.items()}
+    if wakes:
+        df.attrs["wakeups"] = pd.concat(wakes, ignore_index=True)
     return df
 
 

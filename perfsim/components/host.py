@@ -37,6 +37,14 @@ class Offloads:
         return cls(tso=on, gso=on, gro=on)
 
 
+def cpu_pool(sim: Sim, name: str, cores: int, netdev_max_backlog: int, rss_key: int) -> CpuPool:
+    """``cores`` cores whose idle wake-ups follow the profile's ``idle_wakeup`` (its mean, and
+    its measured shape if it has one, drawn from the stream ``<name>.wakeup``)."""
+    wake = sim.profile.cost("idle_wakeup")
+    rng = sim.rng.stream(f"{name}.wakeup") if wake.shape is not None else None
+    return CpuPool(name, cores, netdev_max_backlog, rss_key, wake.per_packet_s, wake.shape, rng)
+
+
 class Host:
     """A machine: ``cores`` CPU cores, offloads, kernel limits, and its network namespaces."""
 
@@ -57,7 +65,7 @@ class Host:
         self.name = name
         if cpus is None:
             rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
-            cpus = CpuPool(name, cores, netdev_max_backlog, rss_key, sim.profile.cost("idle_wakeup").per_packet_s)
+            cpus = cpu_pool(sim, name, cores, netdev_max_backlog, rss_key)
         self.cpus = cpus
         self.offloads = offloads if offloads is not None else Offloads()
         self.rps = rps

@@ -16,6 +16,10 @@ An idle core does not start at once: work handed to a core that has nothing to d
 its C-state exit; in a virtual machine, the wake-up of the halted vCPU by the hypervisor).
 The wait is latency, not CPU time.  A core that finished its last work less than
 :data:`IDLE_EPSILON_S` ago counts as still running (float rounding of "the same instant").
+With a ``wake_sampler`` (a profile whose ``idle_wakeup`` has a measured ``shape``) each wake-up
+draws its own delay from that distribution, with the same mean: a virtual machine's vCPU
+wake-up is mostly quick with a long tail, which makes the median round trip shorter than the
+mean (the rate).
 
 Assumption: table operations (FDB, conntrack) happen when the packet reaches the core, not
 when the core gets to it; under a queue of a few hundred µs this shifts them by that much.
@@ -26,7 +30,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from perfsim.core.packet import FlowKey, Packet
+from perfsim.core.rng import ShapeSampler
 
 IDLE_EPSILON_S = 1e-12
 """A core idle for less than this is still running (float rounding, not a halt)."""
@@ -38,15 +45,19 @@ if TYPE_CHECKING:
 class Core:
     """One CPU core of a host. ``busy_s`` is the total work it has been given."""
 
-    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wake_end_s", "wakeup_s", "wakeups")
+    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wake_end_s", "wake_sampler",
+                 "wakeup_s", "wakeups")
 
-    def __init__(self, name: str, index: int, backlog_limit: int = 1000, wakeup_s: float = 0.0) -> None:
+    def __init__(self, name: str, index: int, backlog_limit: int = 1000, wakeup_s: float = 0.0,
+                 wake_sampler: ShapeSampler | None = None) -> None:
         self.name = name
         self.index = index
         self.busy_until_s = 0.0
         self.busy_s = 0.0
         self.wakeup_s = wakeup_s
-        """Delay before an idle core starts work (``idle_wakeup``)."""
+        """Delay before an idle core starts work (``idle_wakeup``; its mean with a sampler)."""
+        self.wake_sampler = wake_sampler
+        """Draws each wake-up's delay (None: always ``wakeup_s``)."""
         self.wakeups = 0
         """How many times work found this core idle and had to wake it."""
         self.wake_end_s = 0.0
@@ -69,7 +80,8 @@ class Core:
         if busy > now_s - IDLE_EPSILON_S:
             return busy if busy > now_s else now_s
         self.wakeups += 1
-        self.wake_end_s = now_s + self.wakeup_s
+        sampler = self.wake_sampler
+        self.wake_end_s = now_s + (self.wakeup_s if sampler is None else sampler.next())
         return self.wake_end_s
 
     def backlog_full(self, now: float) -> bool:
@@ -95,12 +107,21 @@ def flow_hash(flow: FlowKey) -> int:
 class CpuPool:
     """The cores of one host, with receive-side scaling (RSS) and optional RPS."""
 
-    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0, wakeup_s: float = 0.0) -> None:
-        from perfsim.errors import check_number
+    def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0, wakeup_s: float = 0.0,
+                 wake_shape: tuple[float, ...] | None = None, rng: np.random.Generator | None = None) -> None:
+        """``wake_shape`` (with ``rng``): each core draws its wake-ups from that distribution
+        scaled to mean ``wakeup_s`` (:class:`ShapeSampler`); without it every wake-up takes
+        ``wakeup_s``."""
+        from perfsim.errors import ConfigError, check_number
 
         check_number("cores", n_cores, low=1, high=4096, integer=True)
+        if wake_shape is not None and rng is None:
+            raise ConfigError("wake_shape", "without rng", "a random stream to draw the wake-ups from")
         self.host = host
-        self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit, wakeup_s) for i in range(n_cores)]
+        self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit, wakeup_s,
+                           None if wake_shape is None or rng is None or wakeup_s == 0.0
+                           else ShapeSampler(rng, wakeup_s, wake_shape))
+                      for i in range(n_cores)]
         self.rss_key = rss_key
         """Like the NIC's Toeplitz key, random per boot: which core a flow lands on varies."""
 

@@ -67,12 +67,23 @@ STAGES: dict[str, str] = {
 """Every stage a profile must cost, with what it stands for in the kernel."""
 
 
+SHAPED_STAGES = ("idle_wakeup",)
+"""Stages whose cost may vary from event to event with a measured ``shape``."""
+MAX_SHAPE_ATOMS = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class StageCost:
-    """``per_packet_s + per_byte_s × bytes`` seconds of CPU per skb."""
+    """``per_packet_s + per_byte_s × bytes`` seconds of CPU per skb.
+
+    ``shape`` (``idle_wakeup`` only): equal-probability atoms of the measured distribution of
+    the cost, normalised to mean 1; each event then costs ``per_packet_s × atom`` for a random
+    atom (``per_packet_s`` stays the mean).  ``None``: every event costs the same.
+    """
 
     per_packet_s: float
     per_byte_s: float = 0.0
+    shape: tuple[float, ...] | None = None
 
     def seconds(self, nbytes: int, units: int = 1) -> float:
         return self.per_packet_s * units + self.per_byte_s * nbytes
@@ -112,7 +123,7 @@ class Profile:
             raise ConfigError("cpu_ghz", cpu_ghz, f"only with a profile that states its machine's clock (profile {self.name} "
                               "has no provenance.machine.cpu_ghz)")
         f = own / cpu_ghz
-        stages = {s: StageCost(c.per_packet_s * f, c.per_byte_s * f) for s, c in self.stages.items()}
+        stages = {s: StageCost(c.per_packet_s * f, c.per_byte_s * f, c.shape) for s, c in self.stages.items()}
         prov = dict(self.provenance, scaled_to_cpu_ghz=cpu_ghz)
         return Profile(self.name, stages, prov)
 
@@ -124,10 +135,19 @@ class Profile:
     def with_idle_wakeup(self, wakeup_s: float) -> Profile:
         """The profile for cores whose idle wake-up takes ``wakeup_s`` (a hardware parameter:
         the C-state exit latency in ``/sys/devices/system/cpu/cpu0/cpuidle/state*/latency``
-        plus IPI delivery on bare metal; a vCPU's wake-up in a VM)."""
+        plus IPI delivery on bare metal; a vCPU's wake-up in a VM) — every time: the measured
+        ``shape`` is the profile machine's and is dropped."""
         check_number("idle_wakeup_s", wakeup_s, low=0.0, high=0.1)
         stages = dict(self.stages, idle_wakeup=StageCost(float(wakeup_s), 0.0))
         return Profile(self.name, stages, dict(self.provenance, idle_wakeup_s=float(wakeup_s)))
+
+    def with_wake_shape(self, shape: Any, mean_s: float | None = None) -> Profile:
+        """The profile whose ``idle_wakeup`` varies per wake-up as ``shape`` (measured atoms,
+        :func:`normalised_shape`) around its mean — ``mean_s`` if given (a measured one),
+        else the profile's."""
+        mean = self.cost("idle_wakeup").per_packet_s if mean_s is None else check_number("idle_wakeup mean_s", mean_s, low=0.0, high=0.1)
+        stages = dict(self.stages, idle_wakeup=StageCost(float(mean), 0.0, normalised_shape(shape, "idle_wakeup.shape")))
+        return Profile(self.name, stages, dict(self.provenance))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:
@@ -151,15 +171,31 @@ class Profile:
             path = f"{source}.stages.{stage}"
             if stage not in STAGES:
                 raise ConfigError(path, stage, f"a known stage: {', '.join(sorted(STAGES))}")
-            if not isinstance(spec, dict) or set(spec) - {"per_packet_s", "per_byte_s", "why"}:
-                raise ConfigError(path, spec, "a mapping with per_packet_s, per_byte_s, why")
+            if not isinstance(spec, dict) or set(spec) - {"per_packet_s", "per_byte_s", "why", "shape"}:
+                raise ConfigError(path, spec, "a mapping with per_packet_s, per_byte_s, why (and shape)")
             a = check_number(f"{path}.per_packet_s", spec.get("per_packet_s"), low=0, high=1.0)
             b = check_number(f"{path}.per_byte_s", spec.get("per_byte_s", 0.0), low=0, high=1e-3)
-            stages[stage] = StageCost(float(a), float(b))
+            shape = None if spec.get("shape") is None else normalised_shape(spec["shape"], f"{path}.shape")
+            if shape is not None and stage not in SHAPED_STAGES:
+                raise ConfigError(f"{path}.shape", "a shape", f"no shape: only {', '.join(SHAPED_STAGES)} may vary per event")
+            stages[stage] = StageCost(float(a), float(b), shape)
         missing = sorted(set(STAGES) - set(stages))
         if missing:
             raise ConfigError(f"{source}.stages", f"missing {missing[0]}", "every stage in perfsim.core.profile.STAGES")
         return cls(name, stages, dict(prov))
+
+
+def normalised_shape(values: Any, path: str = "shape") -> tuple[float, ...]:
+    """A measured distribution's atoms (a list of 2 .. 1000 numbers >= 0, not all 0), scaled
+    to mean 1."""
+    if not isinstance(values, (list, tuple)) or not 2 <= len(values) <= MAX_SHAPE_ATOMS:
+        raise ConfigError(path, type(values).__name__ if not isinstance(values, (list, tuple)) else f"{len(values)} values",
+                          f"a list of 2 .. {MAX_SHAPE_ATOMS} numbers (equal-probability atoms)")
+    atoms = [float(check_number(f"{path}[{i}]", v, low=0.0, high=1e6)) for i, v in enumerate(values)]
+    mean = sum(atoms) / len(atoms)
+    if mean <= 0:
+        raise ConfigError(path, "all 0", "atoms with a positive mean")
+    return tuple(a / mean for a in atoms)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

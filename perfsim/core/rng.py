@@ -52,3 +52,28 @@ class ExpSampler:
         x = self._buf[self._i]
         self._i += 1
         return x
+
+
+class ShapeSampler:
+    """Samples ``mean_s × a`` with ``a`` drawn uniformly from ``shape`` (equal-probability atoms
+    of a measured distribution, normalised to mean 1), in blocks like :class:`ExpSampler`.
+
+    The long-run mean is ``mean_s``; the spread and skew are the measured distribution's.
+    """
+
+    __slots__ = ("_atoms", "_block", "_buf", "_gen", "_i")
+
+    def __init__(self, gen: np.random.Generator, mean_s: float, shape: tuple[float, ...], block: int = 1024) -> None:
+        self._gen = gen
+        self._atoms = np.asarray(shape, dtype=float) * mean_s
+        self._block = block
+        self._buf: list[float] = []
+        self._i = 0
+
+    def next(self) -> float:
+        if self._i >= len(self._buf):
+            self._buf = self._atoms[self._gen.integers(0, len(self._atoms), self._block)].tolist()
+            self._i = 0
+        x = self._buf[self._i]
+        self._i += 1
+        return x

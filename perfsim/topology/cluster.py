@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from perfsim.components.conntrack import NF_CT_EVICTION_RANGE, Conntrack, ConntrackTimeouts
-from perfsim.components.host import Host, Offloads
+from perfsim.components.host import Host, Offloads, cpu_pool
 from perfsim.components.netdev import NetDevice, VethEnd
 from perfsim.components.netfilter import Netfilter
 from perfsim.components.netns import NetNs
@@ -131,7 +131,7 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
     shared: CpuPool | None = None
     if spec.testbed:
         rss_key = int(sim.rng.stream("testbed.rss_key").integers(0, 1 << 32))
-        shared = CpuPool("testbed", spec.cores, 1000, rss_key, sim.profile.cost("idle_wakeup").per_packet_s)
+        shared = cpu_pool(sim, "testbed", spec.cores, 1000, rss_key)
     for i in range(spec.hosts):
         host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared)
         ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max, timeouts=spec.conntrack_timeouts,
