@@ -45,7 +45,9 @@ def test_fluid_agreement_benchmark_prints_every_point_and_the_summary() -> None:
     proc = subprocess.run([sys.executable, "benchmarks/fluid_agreement.py", "--modes", "host", "--quick",
                            "--duration", "0.02"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    points = re.findall(r"^host\s+\S+\s+\S+ flows=\s*\d+ hosts=\d des=\s*[\d.]+ fluid=\s*[\d.]+ Gbit/s error=\s*[+-][\d.]+% \(DES [\d.]+ s, drift [+-][\d.]+%\)$",
+    points = re.findall(r"^host\s+\S+\s+\S+ flows=\s*\d+ hosts=\d des=\s*[\d.]+ fluid=\s*[\d.]+ Gbit/s error=\s*[+-][\d.]+% \(DES [\d.]+ s, drift [+-][\d.]+%\) "
+                        r"worst flow [+-][\d.]+%$",
                         proc.stdout, re.M)
     assert len(points) == 2 * 2 * 2 * 2  # placements x workloads x flows x hosts
     assert re.search(r"^16 points: mean \|error\| [\d.]+%, max [\d.]+%, within 5%: \d+ of 16 \([\d.]+%\)$", proc.stdout, re.M)
+    assert re.search(r"^per flow: the worst flow of each point within 5% in \d+ of 16 points, max [\d.]+%$", proc.stdout, re.M)
