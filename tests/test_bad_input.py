@@ -89,7 +89,7 @@ def test_cluster_spec_errors_name_the_field(kw: dict, field: str) -> None:
 
 
 def test_unknown_profile_and_bad_profile_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConfigError, match=r"^profile: got 'nope'; allowed: one of \['default', 'prior'\]"):
+    with pytest.raises(ConfigError, match=r"^profile: got 'nope'; allowed: one of \['default', 'prior', 'wakeup-measured'\]"):
         load_profile("nope")
     bad = tmp_path / "p.yaml"
     bad.write_text("name: x\nprovenance: {source: test}\nstages: {bridge_forward: {per_packet_s: -1}}\n")

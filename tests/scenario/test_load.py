@@ -85,7 +85,7 @@ def test_minimal_loads_with_defaults() -> None:
     (mutate("workloads.0.server", "nobody"), "workloads[0].server", "one of the containers: client, server"),
     (mutate("containers.1.name", "client"), "containers[1].name", "a name not used by another container"),
     (mutate("containers.1.host", 1), "containers[1].host", "a host index 0 .. 0"),
-    (mutate("profile", "no-such-profile"), "profile", "one of ['default', 'prior'] or a YAML file path"),
+    (mutate("profile", "no-such-profile"), "profile", "one of ['default', 'prior', 'wakeup-measured'] or a YAML file path"),
     (mutate("network.options", {"learning": True}), "network.options.learning", "an option of mode bridge: subnet, mtu_bytes"),
     (mutate("workloads.0.type", "udp_stream", mutate("workloads.0.message_size", 70000)),
      "workloads[0].message_size", "<= 65507 for udp_stream"),
