@@ -46,6 +46,9 @@ def add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--lambda", dest="lam", type=float, default=None, help="weight of the pull towards the prior")
     p.add_argument("--workers", type=int, default=None, help="parallel simulations (default: cores)")
+    p.add_argument("--fit-wakeup", action="store_true",
+                   help="fit idle_wakeup as a constant from the two-core udp_rr rate instead of measuring its "
+                        "distribution (the default profile's method)")
 
 
 def add_validate_arguments(p: argparse.ArgumentParser) -> None:
@@ -149,10 +152,11 @@ def calibrate_main(args: argparse.Namespace) -> int:
         prior_yaml = prov_path.with_name(prov_path.name.removesuffix(".raw.csv") + ".yaml")
         if prior_yaml.is_file():  # reuse the machine description stored with the data
             machine = dict((yaml.safe_load(prior_yaml.read_text()) or {}).get("provenance", {}).get("machine", {}))
-        if wakeup_path_for(prov_path).is_file():
+        if wakeup_path_for(prov_path).is_file() and not args.fit_wakeup:
             delays = read_wakeups(wakeup_path_for(prov_path))
     else:
-        raw, machine, delays = _measure(args.quick, args.paths, args.duration, args.repeats, wakeups=True)
+        raw, machine, delays = _measure(args.quick, args.paths, args.duration, args.repeats,
+                                        wakeups=not args.fit_wakeup)
     wake_note: dict[str, Any] | str = "not measured: fitted (no wake-up samples)"
     fixed: set[tuple[str, str]] = set()
     if delays is not None:

@@ -135,6 +135,12 @@ def test_calibrate_from_raw_takes_idle_wakeup_from_the_samples(tmp_path: Path) -
     assert data["provenance"]["idle_wakeup"]["samples"] == 400
     assert data["stages"]["idle_wakeup"]["why"].startswith("measured")
     assert (tmp_path / "w.wakeup.csv.gz").is_file()  # written beside the profile's raw data (here: in place)
+    # --fit-wakeup: the same data, the samples ignored, the wake-up fitted as a constant
+    fitted = tmp_path / "f.yaml"
+    assert main(["calibrate", "--from-raw", str(raw), "--out", str(fitted), "--iterations", "1", "--workers", "1",
+                 "--fit-wakeup"]) == 0
+    assert load_profile(fitted).cost("idle_wakeup").shape is None
+    assert "idle_wakeup.per_packet_s" in yaml.safe_load(fitted.read_text())["provenance"]["fitted_constants"]
 
 
 def test_the_shipped_wakeup_measured_profile_is_its_samples() -> None:
