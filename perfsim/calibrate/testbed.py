@@ -80,7 +80,7 @@ from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import IO, Any, NoReturn, Self
 
-from perfsim.errors import ConfigError
+from perfsim.errors import ConfigError, PerfsimError
 
 NS_PREFIX = "psim-"
 """Every namespace the harness creates starts with this."""
@@ -141,8 +141,9 @@ _OFFLOAD_FEATURES = {  # ethtool -K name -> ethtool -k name
 }
 
 
-class CommandError(RuntimeError):
-    """A command of the testbed failed: the command line, why, and its stderr."""
+class CommandError(PerfsimError, RuntimeError):
+    """A command of the testbed failed: the command line, why, and its stderr (a
+    :class:`PerfsimError`: the CLI prints it on one line)."""
 
     def __init__(self, argv: Sequence[str], why: str, stderr: str = "") -> None:
         self.argv = list(argv)

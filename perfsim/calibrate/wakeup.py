@@ -49,18 +49,21 @@ def measure_wakeups(samples: int = WAKE_SAMPLES, gap_s: float = WAKE_GAP_S, cpus
     """Wake-up delays (s) of a task woken from CPU ``cpus[0]``: ``samples`` on idle CPU
     ``cpus[1]`` (``kind`` remote) and ``local_samples`` on ``cpus[0]`` itself (``kind`` local)."""
     from perfsim.calibrate.measure import c_binary
-    from perfsim.calibrate.testbed import run
+    from perfsim.calibrate.testbed import CommandError, run
 
     allowed = os.sched_getaffinity(0)
     if cpus[0] == cpus[1] or not set(cpus) <= allowed:
         raise ConfigError("cpus", cpus, f"two different CPUs this process may run on ({sorted(allowed)})")
     frames = []
     for kind, sleeper, n in (("remote", cpus[1], samples), ("local", cpus[0], local_samples)):
-        out = run([str(c_binary("wake")), str(n), str(round(gap_s * 1e9)), str(cpus[0]), str(sleeper)],
-                  timeout_s=60 + n * (gap_s + 1e-3)).stdout
-        delays = np.array([int(x) for x in out.split()], dtype=float) * 1e-9
+        argv = [str(c_binary("wake")), str(n), str(round(gap_s * 1e9)), str(cpus[0]), str(sleeper)]
+        out = run(argv, timeout_s=60 + n * (gap_s + 1e-3)).stdout
+        try:
+            delays = np.array([int(x) for x in out.split()], dtype=float) * 1e-9
+        except ValueError:
+            raise CommandError(argv, "output is not one delay per line") from None
         if delays.size != n or (delays <= 0).any():
-            raise RuntimeError(f"wake: expected {n} positive delays, got {delays.size}")
+            raise CommandError(argv, f"expected {n} positive delays, got {delays.size}")
         frames.append(pd.DataFrame({"kind": kind, "delay_s": delays}))
     return pd.concat(frames, ignore_index=True)
 

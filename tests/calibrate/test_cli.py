@@ -94,3 +94,17 @@ def test_validate_against_a_fresh_real_kernel_measurement(kernel: None, tmp_path
     assert set(table["metric"]) >= {"throughput_bps", "transaction_rate", "connection_rate", "latency_s"}
     assert (table["measured"] > 0).all() and (table["simulated"] > 0).all()
     assert leftovers() == []
+
+
+def test_a_failing_testbed_command_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from perfsim.calibrate import cli
+    from perfsim.calibrate.testbed import CommandError
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise CommandError(["wake", "300"], "exit status 2", "wake: cannot pin to CPU 1")
+
+    monkeypatch.setattr(cli, "_measure", fail)
+    assert main(["calibrate", "--out", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["perfsim calibrate: command failed (exit status 2): wake 300: wake: cannot pin to CPU 1"]
