@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from perfsim.fluid.agreement import TOLERANCE, compare_point, grid
@@ -49,3 +50,18 @@ def test_points_that_needed_more_than_a_lone_probe_max_min_or_a_short_run(mode: 
     row = compare_point(spec)
     assert abs(row["error"]) <= TOLERANCE, row
     assert abs(row["des_drift"]) <= 0.03, row
+
+
+def test_flow_errors_compare_flow_by_flow_and_skip_a_flow_the_des_starved() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from perfsim.fluid.agreement import flow_errors
+
+    des = SimpleNamespace(flows=pd.DataFrame({"flow": [0, 1, 2], "throughput_bps": [10e9, 5e9, 0.0]}))
+    fluid = SimpleNamespace(flows=pd.DataFrame({"flow": [2, 1, 0], "throughput_bps": [1e9, 7.5e9, 9e9]}))
+    err = flow_errors(des, fluid)  # type: ignore[arg-type]
+    assert err[0] == pytest.approx(-0.1)
+    assert err[1] == pytest.approx(0.5)
+    assert np.isnan(err[2])  # nothing to compare a rate with
