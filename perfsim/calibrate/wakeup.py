@@ -70,9 +70,9 @@ def measure_wakeups(samples: int = WAKE_SAMPLES, gap_s: float = WAKE_GAP_S, cpus
 
 def idle_wakeups(samples: pd.DataFrame) -> np.ndarray:
     """The idle wake-ups: every remote sample minus the local median, at least 0."""
-    check_samples(samples)
-    remote = samples.loc[samples["kind"] == "remote", "delay_s"].to_numpy(dtype=float)
-    local = float(np.median(samples.loc[samples["kind"] == "local", "delay_s"].to_numpy(dtype=float)))
+    s = check_samples(samples)
+    remote = s.loc[s["kind"] == "remote", "delay_s"].to_numpy()
+    local = float(np.median(s.loc[s["kind"] == "local", "delay_s"].to_numpy()))
     return np.maximum(remote - local, 0.0)
 
 
@@ -92,7 +92,7 @@ def check_samples(samples: pd.DataFrame, source: str = "wake-up samples") -> pd.
     if not {"kind", "delay_s"} <= set(samples.columns):
         raise ConfigError(source, sorted(map(str, samples.columns)), "columns kind and delay_s")
     delay = pd.to_numeric(samples["delay_s"], errors="coerce")
-    if delay.isna().any() or not np.isfinite(delay).all() or (delay <= 0).any():
+    if not np.isfinite(delay).all() or (delay <= 0).any():
         raise ConfigError(source, "a delay_s that is not a number > 0", "delays in seconds, > 0")
     kinds = set(samples["kind"].astype(str))
     if kinds != {"remote", "local"}:
@@ -112,7 +112,7 @@ def read_wakeups(path: Path) -> pd.DataFrame:
     """Samples written by :func:`write_wakeups` (``delay_us``), with ``delay_s``."""
     try:
         df = pd.read_csv(path)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:  # EOFError: a truncated .gz
         raise ConfigError("wake-up samples", str(path), f"a readable CSV ({exc.__class__.__name__})") from None
     if "delay_us" not in df.columns:
         raise ConfigError("wake-up samples", str(path), "a CSV with columns kind and delay_us")

@@ -30,8 +30,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from perfsim.core.packet import FlowKey, Packet
 from perfsim.core.rng import ShapeSampler
 
@@ -39,6 +37,8 @@ IDLE_EPSILON_S = 1e-12
 """A core idle for less than this is still running (float rounding, not a halt)."""
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from perfsim.core.profile import StageCost
 
 
@@ -118,9 +118,9 @@ class CpuPool:
         if wake_shape is not None and rng is None:
             raise ConfigError("wake_shape", "without rng", "a random stream to draw the wake-ups from")
         self.host = host
+        drawn = rng is not None and wake_shape is not None and wakeup_s > 0.0
         self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit, wakeup_s,
-                           None if wake_shape is None or rng is None or wakeup_s == 0.0
-                           else ShapeSampler(rng, wakeup_s, wake_shape))
+                           ShapeSampler(rng, wakeup_s, wake_shape) if drawn else None)  # type: ignore[arg-type]
                       for i in range(n_cores)]
         self.rss_key = rss_key
         """Like the NIC's Toeplitz key, random per boot: which core a flow lands on varies."""

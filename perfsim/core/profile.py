@@ -145,8 +145,10 @@ class Profile:
         """The profile whose ``idle_wakeup`` varies per wake-up as ``shape`` (measured atoms,
         :func:`normalised_shape`) around its mean — ``mean_s`` if given (a measured one),
         else the profile's."""
-        mean = self.cost("idle_wakeup").per_packet_s if mean_s is None else check_number("idle_wakeup mean_s", mean_s, low=0.0, high=0.1)
-        stages = dict(self.stages, idle_wakeup=StageCost(float(mean), 0.0, normalised_shape(shape, "idle_wakeup.shape")))
+        mean = (self.cost("idle_wakeup").per_packet_s if mean_s is None
+                else check_number("idle_wakeup mean_s", mean_s, low=0.0, high=0.1))
+        atoms = normalised_shape(shape, "idle_wakeup.shape")
+        stages = dict(self.stages, idle_wakeup=StageCost(float(mean), 0.0, atoms))
         return Profile(self.name, stages, dict(self.provenance))
 
     @classmethod

@@ -55,10 +55,8 @@ Model (what Linux does, and where the CPU time goes)
 * **Copies across cores.**  When the two ends' applications run on different cores (or
   hosts), each copy costs ``copy_cross_core`` per byte on top: the reader copies lines the
   sender's core (or a NIC) wrote, the writer writes into pages the reader's core freed — a
-  cache-line transfer per 64 B that a sender and receiver sharing one core do not pay.  On
-  the 2-vCPU testbed a stream costs ~60 % more CPU per byte on two cores than on one; with
-  the fitted constant the reader's core sends 99.9 % of the ACKs and is 68 % busy (measured:
-  98 %, 86 % busy; iperf3's server CPU share 70 %).
+  cache-line transfer per 64 B that a sender and receiver sharing one core do not pay (the
+  measurements behind it: ``docs/kernel-evidence.md``).
 * **Connections.** ``connect()`` and ``accept()`` each cost ``tcp_connect`` once on the
   application core; SYN / SYN-ACK / ACK and FIN / FIN / ACK are ordinary skbs (``tcp_tx`` /
   ``tcp_rx``).  The closer stays in TIME_WAIT for 1 s (re-ACKing a repeated FIN) and then

@@ -68,6 +68,9 @@ def test_samples_round_trip_through_the_file_beside_the_raw_data(tmp_path: Path)
     (tmp_path / "bad.csv").write_text("kind,delay_s\nremote,1e-5\n")
     with pytest.raises(ConfigError, match="delay_us"):
         read_wakeups(tmp_path / "bad.csv")
+    (tmp_path / "cut.csv.gz").write_bytes(path.read_bytes()[:30])  # a truncated download
+    with pytest.raises(ConfigError, match="readable CSV"):
+        read_wakeups(tmp_path / "cut.csv.gz")
 
 
 def test_a_measured_constant_is_not_fitted() -> None:
