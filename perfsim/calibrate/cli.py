@@ -58,6 +58,10 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", action="store_true", help="measure the real kernel now instead of using stored data")
     p.add_argument("--quick", action="store_true", help="with --measure: the quick plan")
     p.add_argument("--held-out", action="store_true", help="show held-out configurations only")
+    p.add_argument("--session", action="append", default=[], metavar="RAW",
+                   help="another session's raw measurements of the same configurations (a CSV, or a built-in "
+                        "profile name for its raw data; repeatable): shows how far apart the sessions' medians "
+                        "are and which targets no single prediction can meet")
     p.add_argument("--testbed", action="store_true",
                    help="simulate the calibration testbed (always so: measurements come from it; accepted as in "
                         "compare and run)")
@@ -232,6 +236,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
 def validate_main(args: argparse.Namespace) -> int:
     from perfsim.calibrate.validate import (
         accuracy_summary,
+        add_sessions,
         compare_measured,
         format_table,
         medians,
@@ -250,7 +255,10 @@ def validate_main(args: argparse.Namespace) -> int:
 
     if args.engine not in ENGINES:
         raise ConfigError("--engine", args.engine, f"one of {', '.join(ENGINES)}")
+    sessions = [medians(_read_raw(_session_raw(f))) for f in args.session]
     table = compare_measured(medians(raw), args.profile, workers=args.workers, progress=True, engine=args.engine)
+    if sessions:
+        table = add_sessions(table, sessions)
     shown = table[~table["training"]] if args.held_out else table
     print(format_table(shown))
     print()
@@ -260,6 +268,14 @@ def validate_main(args: argparse.Namespace) -> int:
     png = plot(table, out / "validate.png", title=f"perfsim validate: profile {prof.name}")
     print(f"results: {out / 'validate.csv'}, figure: {png}", file=sys.stderr)
     return 0
+
+
+def _session_raw(name: str) -> Path:
+    """``--session``: a raw CSV, or a built-in profile's raw data by the profile's name."""
+    p = Path(name)
+    if p.is_file() or p.suffix == ".csv":
+        return p
+    return _default_raw(name)
 
 
 def _default_raw(profile: str) -> Path:

@@ -2,6 +2,12 @@
 
 Accuracy targets (issue 5): rates (throughput, packet rate, transaction and connection rate)
 within ±10 %, latency within ±20 %, on every *held-out* configuration (one not used by the fit).
+
+How reproducible the measurement itself is bounds what any model can reach: given the medians
+of the same configuration measured in several sessions (:func:`add_sessions`), one predicted
+value ``x`` can be within ±t of all of them only if ``max / min ≤ (1 + t) / (1 - t)`` (1.22 for
+±10 %, 1.5 for ±20 %); a configuration whose sessions differ by more is *unreachable* on that
+machine, whatever the model.
 """
 
 from __future__ import annotations
@@ -57,32 +63,76 @@ def compare_measured(
     return rows[cols].reset_index(drop=True)
 
 
+def add_sessions(table: pd.DataFrame, sessions: list[pd.DataFrame]) -> pd.DataFrame:
+    """``table`` (from :func:`compare_measured`) with how the same configurations measured in
+    other ``sessions`` (frames from :func:`medians`) compare:
+
+    * ``sessions``: how many sessions measured the configuration (this one included);
+    * ``session_ratio``: the largest median over the smallest (1.0 with one session);
+    * ``reachable``: whether one value can be within the target of every session's median
+      (``session_ratio ≤ (1 + t) / (1 - t)``);
+    * ``within_all_sessions``: whether the simulated value is.
+    """
+    if not sessions:
+        raise ConfigError("sessions", "none", "at least one other session's measurements")
+    out = table.copy()
+    key = list(zip(out["config_id"], out["metric"], strict=True))
+    values = [[float(v)] for v in out["measured"]]
+    for other in sessions:
+        o = other[other["metric"].isin(REPORTED_METRICS)]
+        by = {(config_id(r), str(r["metric"])): float(r["value"]) for r in records(o)}
+        for vs, k in zip(values, key, strict=True):
+            v = by.get(k)
+            if v is not None and np.isfinite(v) and v > 0:
+                vs.append(v)
+    t = out["target_pct"].to_numpy(float) / 100.0
+    out["sessions"] = [len(vs) for vs in values]
+    out["session_ratio"] = [max(vs) / min(vs) for vs in values]
+    out["reachable"] = out["session_ratio"].to_numpy(float) <= (1 + t) / (1 - t) * (1 + 1e-12)
+    sim = out["simulated"].to_numpy(float)
+    out["within_all_sessions"] = [bool(np.all(np.abs(s / np.array(vs) - 1.0) <= tt + 1e-12))
+                                  for s, vs, tt in zip(sim, values, t, strict=True)]
+    return out
+
+
 def accuracy_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per metric and split (training / held-out): count, mean and max |error| %, share within
     target, and — how repeatable the measurement itself is — the median spread of its repeats
-    ((max - min) / median, %) and the share of simulated values inside that min..max range."""
+    ((max - min) / median, %) and the share of simulated values inside that min..max range.
+    With other sessions (:func:`add_sessions`) also: the share of configurations a single
+    prediction can meet against every session (``reachable``), and among those the share the
+    simulation meets against every session (``within_target_of_reachable``)."""
     t = table.assign(abs_err=table["error_pct"].abs(), split=np.where(table["training"], "training", "held-out"))
     g = t.groupby(["split", "metric"])
-    return pd.DataFrame({
+    cols = {
         "configs": g.size(), "mean_abs_error_pct": g["abs_err"].mean(), "max_abs_error_pct": g["abs_err"].max(),
         "within_target": g["within_target"].mean(), "target_pct": g["target_pct"].first(),
         "repeat_spread_pct": g["spread_pct"].median(), "within_repeats": g["within_repeats"].mean(),
-    }).reset_index()
+    }
+    if "reachable" in t.columns:
+        cols["reachable"] = g["reachable"].mean()
+        r = t[t["reachable"]].groupby(["split", "metric"])
+        cols["within_target_of_reachable"] = r["within_all_sessions"].mean()
+    return pd.DataFrame(cols).reset_index()
 
 
 def format_table(table: pd.DataFrame) -> str:
     """Measured vs simulated side by side, in engineering units."""
     unit = {"throughput_bps": (1e-9, "Gbit/s"), "packet_rate_pps": (1e-3, "kpps"), "transaction_rate": (1e-3, "k/s"),
             "connection_rate": (1e-3, "k/s"), "latency_s": (1e6, "us"), "latency_p99_s": (1e6, "us")}
+    sessions = "session_ratio" in table.columns
     lines = [f"{'configuration':42s} {'metric':17s} {'split':8s} {'measured':>10s} {'simulated':>10s} {'unit':7s} "
-             f"{'error':>8s} {'spread':>7s}"]
+             f"{'error':>8s} {'spread':>7s}" + (f" {'sessions':>8s}" if sessions else "")]
     for r in table.itertuples():
         f, u = unit[str(r.metric)]
         mark = "" if r.within_target else "  !"
         measured, simulated, err = float(r.measured) * f, float(r.simulated) * f, float(r.error_pct)  # type: ignore[arg-type]
         spread = float(r.spread_pct)  # type: ignore[arg-type]
+        extra = ""
+        if sessions:  # how far apart the sessions' medians are; "x" marks a target no prediction can meet
+            extra = f" {float(r.session_ratio):7.2f}{'x' if not r.reachable else ' '}"  # type: ignore[arg-type]
         lines.append(f"{r.config_id:42s} {r.metric:17s} {'train' if r.training else 'held':8s} "
-                     f"{measured:10.3g} {simulated:10.3g} {u:7s} {err:+7.1f}% {spread:6.0f}%{mark}")
+                     f"{measured:10.3g} {simulated:10.3g} {u:7s} {err:+7.1f}% {spread:6.0f}%{extra}{mark}")
     return "\n".join(lines)
 
 

@@ -108,3 +108,46 @@ def test_a_failing_testbed_command_is_a_one_line_error(monkeypatch: pytest.Monke
     assert main(["calibrate", "--out", str(tmp_path / "p.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["perfsim calibrate: command failed (exit status 2): wake 300: wake: cannot pin to CPU 1"]
+
+
+def test_add_sessions_marks_what_no_prediction_can_meet() -> None:
+    """Two sessions 30 % apart cannot both be within ±10 % of one value ((1.1 / 0.9) = 1.22);
+    15 % apart they can, and the simulated value is judged against both."""
+    from perfsim.calibrate.validate import accuracy_summary, add_sessions
+
+    cfg = {"path": "host", "workload": "tcp_stream", "streams": 1, "message_bytes": 131072, "offloads": True}
+    table = pd.DataFrame([
+        {**cfg, "cores": 1, "config_id": "host/tcp_stream/s1/m131072/on/c1", "metric": "throughput_bps",
+         "training": False, "measured": 10e9, "simulated": 10.5e9, "error_pct": 5.0, "target_pct": 10.0,
+         "within_target": True, "spread_pct": 1.0, "within_repeats": False},
+        {**cfg, "cores": 2, "config_id": "host/tcp_stream/s1/m131072/on/c2", "metric": "throughput_bps",
+         "training": False, "measured": 10e9, "simulated": 11e9, "error_pct": 10.0, "target_pct": 10.0,
+         "within_target": True, "spread_pct": 1.0, "within_repeats": False},
+    ])
+    other = pd.DataFrame([{**cfg, "cores": 1, "metric": "throughput_bps", "value": 11.5e9},
+                          {**cfg, "cores": 2, "metric": "throughput_bps", "value": 13e9}])
+    out = add_sessions(table, [other])
+    assert list(out["sessions"]) == [2, 2]
+    assert list(out["session_ratio"]) == pytest.approx([1.15, 1.3])
+    assert list(out["reachable"]) == [True, False]
+    assert list(out["within_all_sessions"]) == [True, False]  # 10.5 is within 10 % of 10 and of 11.5
+    summary = accuracy_summary(out).iloc[0]
+    assert summary["reachable"] == 0.5 and summary["within_target_of_reachable"] == 1.0
+    lonely = add_sessions(table, [other.iloc[:0]])  # a session that did not measure them
+    assert list(lonely["sessions"]) == [1, 1] and lonely["reachable"].all()
+
+
+def test_validate_session_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _raw(tmp_path / "raw.csv")
+    other = pd.read_csv(raw)
+    other["value"] *= 2.0  # every median twice as large: nothing is reachable
+    other.to_csv(tmp_path / "other.csv", index=False)
+    out = tmp_path / "v"
+    assert main(["validate", "--profile", "prior", "--raw", str(raw), "--session", str(tmp_path / "other.csv"),
+                 "--out", str(out), "--workers", "1"]) == 0
+    table = pd.read_csv(out / "validate.csv")
+    assert list(table["session_ratio"]) == pytest.approx([2.0] * len(table))
+    assert not table["reachable"].any()
+    assert "reachable" in capsys.readouterr().out
+    assert main(["validate", "--profile", "prior", "--raw", str(raw), "--session", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
