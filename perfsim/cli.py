@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(DES up to 256 flows and 512 containers, fluid beyond)")
     c.add_argument("--cpu-ghz", type=_number, default=None,
                    help="clock of the simulated cores; scales the profile from its own machine's clock")
+    c.add_argument("--scheduler", default=None,
+                   help="how application tasks pinned to one core share it: eevdf (Linux's scheduler; the udp_stream "
+                        "sender and reader take part) or fifo (work in arrival order); default: eevdf with "
+                        "--testbed, fifo otherwise (the fluid engine has no scheduler model)")
     c.add_argument("--idle-wakeup-us", type=_number, default=None,
                    help="latency before an idle core starts work (default: the profile's, measured on its machine: "
                         "a VM's vCPU wake-up for the default profile; a few us on bare metal)")
@@ -157,6 +161,7 @@ def _compare(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         nic_gbps=args.nic_gbps, cores=args.cores, mtu=args.mtu, offloads=args.offloads == "on",
         qdisc=args.qdisc, duration_s=args.duration, profile=args.profile, seed=args.seed, testbed=args.testbed, cpu_ghz=args.cpu_ghz,
         idle_wakeup_s=None if args.idle_wakeup_us is None else args.idle_wakeup_us * 1e-6, engine=args.engine,
+        scheduler=args.scheduler,
     )
     if args.until_steady is not None:
         from perfsim.errors import check_number

@@ -37,12 +37,16 @@ class Offloads:
         return cls(tso=on, gso=on, gro=on)
 
 
-def cpu_pool(sim: Sim, name: str, cores: int, netdev_max_backlog: int, rss_key: int) -> CpuPool:
+def cpu_pool(sim: Sim, name: str, cores: int, netdev_max_backlog: int, rss_key: int,
+             online_cpus: int | None = None, eevdf: bool = False) -> CpuPool:
     """``cores`` cores whose idle wake-ups follow the profile's ``idle_wakeup`` (its mean, and
-    its measured shape if it has one, drawn from the stream ``<name>.wakeup``)."""
+    its measured shape if it has one, drawn from the stream ``<name>.wakeup``); ``online_cpus``:
+    the machine's CPU count if more than ``cores`` (it sets the scheduler's slice); ``eevdf``:
+    application tasks sharing a core are scheduled (:mod:`perfsim.core.sched`)."""
     wake = sim.profile.cost("idle_wakeup")
     rng = sim.rng.stream(f"{name}.wakeup") if wake.shape is not None else None
-    return CpuPool(name, cores, netdev_max_backlog, rss_key, wake.per_packet_s, wake.shape, rng)
+    return CpuPool(name, cores, netdev_max_backlog, rss_key, wake.per_packet_s, wake.shape, rng, online_cpus,
+                   eevdf=eevdf)
 
 
 class Host:
@@ -57,15 +61,18 @@ class Host:
         rps: bool = False,
         netdev_max_backlog: int = 1000,
         cpus: CpuPool | None = None,
+        eevdf: bool = False,
     ) -> None:
         """``cpus``: share another host's cores instead of owning ``cores`` of its own (the
-        calibration testbed, where every "host" is a namespace on one machine)."""
+        calibration testbed, where every "host" is a namespace on one machine).  ``eevdf``:
+        the application tasks sharing one of its cores are scheduled as Linux does
+        (:mod:`perfsim.core.sched`); otherwise the core serves every task's work in order."""
         check_number(f"{name}.netdev_max_backlog", netdev_max_backlog, low=1, high=10_000_000, integer=True)
         self.sim = sim
         self.name = name
         if cpus is None:
             rss_key = int(sim.rng.stream(f"{name}.rss_key").integers(0, 1 << 32))
-            cpus = cpu_pool(sim, name, cores, netdev_max_backlog, rss_key)
+            cpus = cpu_pool(sim, name, cores, netdev_max_backlog, rss_key, eevdf=eevdf)
         self.cpus = cpus
         self.offloads = offloads if offloads is not None else Offloads()
         self.rps = rps

@@ -38,6 +38,9 @@ IDLE_EPSILON_S = 1e-12
 
 if TYPE_CHECKING:
     import numpy as np
+    import simpy
+
+    from perfsim.core.sched import FairScheduler
 
     from perfsim.core.profile import StageCost
 
@@ -45,13 +48,18 @@ if TYPE_CHECKING:
 class Core:
     """One CPU core of a host. ``busy_s`` is the total work it has been given."""
 
-    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "wake_end_s", "wake_sampler",
-                 "wakeup_s", "wakeups")
+    __slots__ = ("backlog", "backlog_limit", "busy_s", "busy_until_s", "index", "name", "sched", "slice_s",
+                 "wake_end_s", "wake_sampler", "wakeup_s", "wakeups")
 
     def __init__(self, name: str, index: int, backlog_limit: int = 1000, wakeup_s: float = 0.0,
-                 wake_sampler: ShapeSampler | None = None) -> None:
+                 wake_sampler: ShapeSampler | None = None, slice_s: float | None = None) -> None:
         self.name = name
         self.index = index
+        self.slice_s = slice_s
+        """The scheduler's base slice on this machine (:func:`perfsim.core.sched.base_slice_s`);
+        ``None``: no scheduler, every task's work is served in arrival order."""
+        self.sched: FairScheduler | None = None
+        """The scheduler of the application tasks pinned here, made on first use."""
         self.busy_until_s = 0.0
         self.busy_s = 0.0
         self.wakeup_s = wakeup_s
@@ -84,6 +92,15 @@ class Core:
         self.wake_end_s = now_s + (self.wakeup_s if sampler is None else sampler.next())
         return self.wake_end_s
 
+    def scheduler(self, env: simpy.Environment) -> FairScheduler | None:
+        """The EEVDF scheduler of the tasks pinned to this core (:mod:`perfsim.core.sched`),
+        or ``None`` on a FIFO core."""
+        if self.sched is None and self.slice_s is not None:
+            from perfsim.core.sched import FairScheduler
+
+            self.sched = FairScheduler(env, self.name, self.slice_s)
+        return self.sched
+
     def backlog_full(self, now: float) -> bool:
         """Is the receive queue (per-CPU backlog) full at ``now``? Forgets finished entries."""
         q = self.backlog
@@ -108,19 +125,25 @@ class CpuPool:
     """The cores of one host, with receive-side scaling (RSS) and optional RPS."""
 
     def __init__(self, host: str, n_cores: int, backlog_limit: int = 1000, rss_key: int = 0, wakeup_s: float = 0.0,
-                 wake_shape: tuple[float, ...] | None = None, rng: np.random.Generator | None = None) -> None:
+                 wake_shape: tuple[float, ...] | None = None, rng: np.random.Generator | None = None,
+                 online_cpus: int | None = None, eevdf: bool = False) -> None:
         """``wake_shape`` (with ``rng``): each core draws its wake-ups from that distribution
         scaled to mean ``wakeup_s`` (:class:`ShapeSampler`); without it every wake-up takes
-        ``wakeup_s``."""
+        ``wakeup_s``.  ``online_cpus`` (default ``n_cores``): the machine's CPU count, which sets
+        the scheduler's slice — more than ``n_cores`` when tasks are pinned to a subset.
+        ``eevdf``: application tasks sharing a core are scheduled (:mod:`perfsim.core.sched`)."""
+        from perfsim.core.sched import base_slice_s
         from perfsim.errors import ConfigError, check_number
 
         check_number("cores", n_cores, low=1, high=4096, integer=True)
+        slice_s = base_slice_s(n_cores if online_cpus is None else max(online_cpus, n_cores)) if eevdf else None
         if wake_shape is not None and rng is None:
             raise ConfigError("wake_shape", "without rng", "a random stream to draw the wake-ups from")
         self.host = host
         drawn = rng is not None and wake_shape is not None and wakeup_s > 0.0
         self.cores = [Core(f"{host}/cpu{i}", i, backlog_limit, wakeup_s,
-                           ShapeSampler(rng, wakeup_s, wake_shape) if drawn else None)  # type: ignore[arg-type]
+                           ShapeSampler(rng, wakeup_s, wake_shape) if drawn else None,  # type: ignore[arg-type]
+                           slice_s)
                       for i in range(n_cores)]
         self.rss_key = rss_key
         """Like the NIC's Toeplitz key, random per boot: which core a flow lands on varies."""

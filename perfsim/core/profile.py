@@ -110,6 +110,13 @@ class Profile:
         value = machine.get("cpu_ghz") if isinstance(machine, dict) else None
         return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
+    @property
+    def machine_cpus(self) -> int | None:
+        """How many CPUs the machine the constants were measured on had (``provenance.machine.cores``)."""
+        machine = self.provenance.get("machine")
+        value = machine.get("cores") if isinstance(machine, dict) else None
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
     def at_clock(self, cpu_ghz: float) -> Profile:
         """The profile scaled to a core of ``cpu_ghz`` GHz: every constant × (own clock / cpu_ghz).
 

@@ -38,7 +38,7 @@ HOST_SWEEP_FLOWS_PER_HOST = 8
 """The host sweep keeps the load per host fixed: ``8 × hosts`` concurrent flows."""
 DEFAULT_DURATION_S = 0.02
 FORMATS = ("table", "csv", "json")
-EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "qdisc", "cores", "offloads", "testbed",
+EXTRA_COLUMNS = ["engine", "hosts", "containers_per_host", "nic_gbps", "qdisc", "cores", "offloads", "testbed", "scheduler",
                  "retransmits",
                  "cpu_utilisation", "window_drift", "duration_s", "seed", "profile", "wall_s"]
 
@@ -75,6 +75,7 @@ def plan(
     cpu_ghz: float | None = None,
     idle_wakeup_s: float | None = None,
     engine: str = "des",
+    scheduler: str | None = None,
 ) -> list[RunSpec]:
     """Every run of the comparison, validated. Raises ConfigError naming the bad option.
 
@@ -82,7 +83,9 @@ def plan(
     ``cores``, joined by a veth wire); there is no host sweep, and each flow runs between one
     client and one server container, as ``iperf3 -P`` does.  ``cpu_ghz`` scales the profile;
     ``idle_wakeup_s`` replaces its idle-core wake-up latency.  ``qdisc``: every host NIC's
-    queueing discipline (:mod:`perfsim.components.codel`).
+    queueing discipline (:mod:`perfsim.components.codel`).  ``scheduler``: ``eevdf`` or
+    ``fifo`` (:attr:`perfsim.topology.cluster.ClusterSpec.scheduler`; ``None``: eevdf on the
+    testbed, fifo elsewhere).
 
     ``streams`` with ``containers_per_host``: every client container runs ``streams`` flows
     (cross-host every container of every host, to the same container of the next host;
@@ -115,7 +118,8 @@ def plan(
     scale_workload = workload or "tcp_stream"
     def cluster_of(n_hosts: int) -> ClusterSpec:
         return ClusterSpec(hosts=n_hosts, cores=cores, nic_rate_bps=nic_gbps * 1e9, mtu_bytes=mtu, offloads=offloads,
-                           nic_qdisc=qdisc, testbed=testbed, cpu_ghz=cpu_ghz, idle_wakeup_s=idle_wakeup_s)
+                           nic_qdisc=qdisc, testbed=testbed, cpu_ghz=cpu_ghz, idle_wakeup_s=idle_wakeup_s,
+                           scheduler=scheduler)
 
     cluster_of(hosts)  # validate the base cluster before anything else
     specs: list[RunSpec] = []
@@ -159,7 +163,8 @@ def _run_one(spec: RunSpec, until_steady_s: float | None = None) -> tuple[dict[s
     row = result.summary()
     c = spec.cluster
     row.update(hosts=c.hosts, containers_per_host=spec.containers_per_host, nic_gbps=c.nic_rate_bps / 1e9,
-               qdisc=c.nic_qdisc, cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed, duration_s=spec.duration_s,
+               qdisc=c.nic_qdisc, cores=c.cores, offloads="on" if c.offloads else "off", testbed=c.testbed,
+               scheduler=c.app_scheduler, duration_s=spec.duration_s,
                seed=spec.seed, profile=spec.profile, wall_s=result.wall_s if wall is None else wall)
     stages = result.stages.assign(mode=spec.mode, workload=spec.workload, streams=spec.streams)
     return row, stages

@@ -76,6 +76,7 @@ def cluster_spec(scenario: Scenario) -> ClusterSpec:
             mtu_bytes=h.mtu_bytes, offloads=h.offloads, rps=h.rps, nic_qdisc=h.qdisc,
             nic_queue_packets=scenario.fabric.queue_packets,
             nf_conntrack_max=h.nf_conntrack_max, gc_thresh3=h.gc_thresh3, testbed=h.testbed,
+            scheduler=None if h.scheduler == "auto" else h.scheduler,
         )
     except ConfigError as exc:  # the model's limits are the same; kept as a safety net
         raise ConfigError(f"hosts.{exc.field}", exc.value, exc.allowed) from None

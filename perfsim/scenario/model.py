@@ -170,6 +170,10 @@ class Hosts:
                          minimum=1, maximum=1 << 31)
     testbed: bool = _f(False, "simulate the calibration testbed: the hosts are network namespaces on one machine "
                               "sharing its cores, joined by a veth wire (at most 2 hosts; nic_gbps and fabric unused)")
+    scheduler: str = _f("auto", "how application tasks pinned to one core share it: eevdf (Linux's scheduler; the "
+                                "udp_stream sender and reader take part), fifo (work in arrival order) or auto "
+                                "(eevdf on the testbed, fifo elsewhere: the fluid engine has no scheduler model)",
+                        enum=("auto", "eevdf", "fifo"))
 
     def __post_init__(self) -> None:
         check_fields(self)

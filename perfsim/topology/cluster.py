@@ -40,6 +40,8 @@ from perfsim.core.cpu import CpuPool
 from perfsim.core.sim import Sim
 from perfsim.errors import ConfigError, check_number
 
+SCHEDULERS = ("eevdf", "fifo")
+"""How application tasks share a core (:attr:`ClusterSpec.scheduler`)."""
 TESTBED_MAX_HOSTS = 2
 """The calibration testbed is two namespaces joined by one veth wire."""
 
@@ -79,6 +81,12 @@ class ClusterSpec:
     testbed: bool = False
     """Simulate the calibration testbed: hosts are namespaces on one machine sharing ``cores``,
     joined by a veth wire (``nic_rate_bps``, ``fabric_delay_s`` and ``nic_queue_packets`` unused)."""
+    scheduler: str | None = None
+    """How application tasks pinned to one core share it: ``eevdf`` (Linux's scheduler,
+    :mod:`perfsim.core.sched`; today the ``udp_stream`` sender and reader take part) or ``fifo``
+    (every task's work in arrival order).  ``None``: ``eevdf`` on the testbed, where it was
+    measured, ``fifo`` elsewhere — the fluid engine has no scheduler model, and a cluster's DES
+    and fluid runs should agree."""
 
     def __post_init__(self) -> None:
         if self.cpu_ghz is not None:
@@ -87,6 +95,8 @@ class ClusterSpec:
             check_number("idle_wakeup_s", self.idle_wakeup_s, low=0.0, high=0.1)
         if not isinstance(self.testbed, bool):
             raise ConfigError("testbed", self.testbed, "true or false")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise ConfigError("scheduler", self.scheduler, " or ".join(SCHEDULERS))
         if self.testbed and self.hosts > TESTBED_MAX_HOSTS:
             raise ConfigError("hosts", self.hosts, f"<= {TESTBED_MAX_HOSTS} on the testbed (two namespaces joined by one veth wire)")
         check_number("hosts", self.hosts, low=1, high=65000, integer=True)
@@ -101,6 +111,13 @@ class ClusterSpec:
         check_number("gc_thresh3", self.gc_thresh3, low=1, high=1 << 31, integer=True)
         if self.conntrack_timeouts is not None and not isinstance(self.conntrack_timeouts, ConntrackTimeouts):
             raise ConfigError("conntrack_timeouts", self.conntrack_timeouts, "a ConntrackTimeouts or None (Linux defaults)")
+
+    @property
+    def app_scheduler(self) -> str:
+        """``eevdf`` or ``fifo``: :attr:`scheduler`, its default resolved."""
+        if self.scheduler is not None:
+            return self.scheduler
+        return "eevdf" if self.testbed else "fifo"
 
 
 @dataclass
@@ -131,9 +148,13 @@ def build_cluster(sim: Sim, spec: ClusterSpec) -> Cluster:
     shared: CpuPool | None = None
     if spec.testbed:
         rss_key = int(sim.rng.stream("testbed.rss_key").integers(0, 1 << 32))
-        shared = cpu_pool(sim, "testbed", spec.cores, 1000, rss_key)
+        # the testbed pins its tasks to --cores of the machine's CPUs; the kernel sizes the
+        # scheduler's slice by all of them
+        shared = cpu_pool(sim, "testbed", spec.cores, 1000, rss_key, online_cpus=sim.profile.machine_cpus,
+                          eevdf=spec.app_scheduler == "eevdf")
     for i in range(spec.hosts):
-        host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared)
+        host = Host(sim, f"h{i}", spec.cores, Offloads.all(spec.offloads), rps=spec.rps, cpus=shared,
+                    eevdf=spec.app_scheduler == "eevdf")
         ct = Conntrack(sim, f"h{i}.conntrack", max_entries=spec.nf_conntrack_max, timeouts=spec.conntrack_timeouts,
                        eviction_range=NF_CT_EVICTION_RANGE)
         root = NetNs(host, f"h{i}", ip_forward=True, gc_thresh3=spec.gc_thresh3, netfilter=Netfilter(host, f"h{i}.iptables", ct))

@@ -9,10 +9,14 @@ Model
   frames of 42 header bytes each (Ethernet 14 + IPv4 20 + UDP 8; the UDP header really
   travels only in the first fragment), ``udp_tx`` is charged per frame and DF is cleared.
 * **Receive.** ``udp_rx`` is charged in softirq (``pkt.core``); the datagram is queued if the
-  queue's bytes plus its ``size_bytes`` (standing for the skb truesize) fit ``rcvbuf_bytes``
-  (``net.core.rmem_default`` = 212992), else it is dropped with reason
+  queue's memory plus its skb's truesize (:func:`udp_truesize`) fits ``rcvbuf_bytes``
+  (``net.core.rmem_default`` = 212992: 256 datagrams of 64 B), else it is dropped with reason
   ``socket_rcvbuf_full``.  ``recv()`` copies it on the application core (``sock_rx_copy``)
   and only then frees its queue space (``skb_consume_udp`` after the copy).
+* **Tasks.** A socket with a ``task`` (:class:`perfsim.core.sched.Task`, the ``udp_stream``
+  receiver) tells the core's scheduler when its reader blocks, wakes and makes a call, so that
+  a receiver sharing its core with the sender gets the core when EEVDF gives it, not after
+  every datagram.
 * **Send buffer.**  Each datagram's ``size_bytes`` (standing for its truesize) counts against
   the socket (``sk_wmem_alloc``, a :class:`~perfsim.transport.tsq.WmemAlloc`) from
   ``sendmsg`` until it is freed: by the NIC's TX completion once its last frame has left, at
@@ -41,6 +45,7 @@ from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, UDP_HDR_BYTES
 
 if TYPE_CHECKING:
     from perfsim.core.cpu import Core
+    from perfsim.core.sched import Task
     from perfsim.core.sim import Sim
     from perfsim.transport.stats import FlowStats
 
@@ -48,6 +53,38 @@ UDP_FRAME_HDR_BYTES = ETH_HDR_BYTES + IPV4_HDR_BYTES + UDP_HDR_BYTES
 """42: headers counted on every UDP frame (fragment)."""
 DEFAULT_UDP_RCVBUF_BYTES = 212992
 MAX_DATAGRAM_BYTES = 65507
+
+
+SKB_SHARED_INFO_BYTES = 320
+"""``SKB_DATA_ALIGN(sizeof(struct skb_shared_info))``, at the end of every skb head."""
+SK_BUFF_BYTES = 256
+"""``SKB_DATA_ALIGN(sizeof(struct sk_buff))``, counted in every truesize."""
+SMALL_HEAD_BYTES = 576
+"""``SKB_SMALL_HEAD_CACHE_SIZE``: heads up to this size come from their own slab cache."""
+UDP_HEAD_EXTRA_BYTES = 16 + 15 + IPV4_HDR_BYTES + UDP_HDR_BYTES
+"""What ``__ip_append_data`` allocates beyond the payload: the device's reserved link-layer
+space (16), 15 bytes of alignment slack, the IPv4 and UDP headers."""
+
+
+def udp_truesize(payload_bytes: int, segs: int = 1) -> int:
+    """The memory a received datagram charges to its socket (``skb->truesize``).
+
+    Each of the ``segs`` frames is one skb whose head holds the headers and its share of the
+    payload: ``SKB_DATA_ALIGN(alloc) + shared info``, rounded up to its slab (the small-head
+    cache up to 576 B, else a power of two; above 32 KiB whole pages), plus the ``sk_buff``.
+    Measured on this machine kind over loopback (``/proc/net/udp`` rx_queue over 10 queued
+    datagrams): 832 B for 1–64 B payloads, 1280 B for 200 and 512 B, 2304 B for 1400 B — as
+    computed here.
+    """
+    per = -(-payload_bytes // segs)
+    head = -(-(per + UDP_HEAD_EXTRA_BYTES) // 64) * 64 + SKB_SHARED_INFO_BYTES
+    if head <= SMALL_HEAD_BYTES:
+        slab = SMALL_HEAD_BYTES
+    elif head <= 32768:
+        slab = 1 << (head - 1).bit_length()
+    else:
+        slab = -(-head // 4096) * 4096
+    return segs * (slab + SK_BUFF_BYTES)
 
 
 def udp_segs(payload_bytes: int, mtu_bytes: int) -> int:
@@ -100,6 +137,8 @@ class UdpSocket:
         self._q: deque[Packet] = deque()
         self._q_bytes = 0
         self._read_ev: Any = None
+        self.task: Task | None = None
+        """The task using the socket, when its core's scheduler arbitrates it (``udp_stream``'s sender and reader)."""
         self.sent = 0
         self.received = 0
         self.drops = 0
@@ -171,7 +210,7 @@ class UdpSocket:
         self.sim.after_work(pkt, self._enqueue)
 
     def _enqueue(self, pkt: Packet) -> None:
-        size = pkt.size_bytes
+        size = udp_truesize(pkt.payload_bytes, pkt.segs)
         if self._q_bytes + size > self.rcvbuf:
             self.sim.drop(pkt, self.name, "socket_rcvbuf_full")
             return
@@ -185,15 +224,22 @@ class UdpSocket:
     def recv(self) -> Generator[Any, Any, tuple[int, int, int]]:
         """``recvmsg``: wait for a datagram, copy it; returns ``(nbytes, src_ip, src_port)``."""
         env = self.sim.env
+        task = self.task
         while not self._q:
             self._read_ev = env.event()
+            if task is not None:
+                task.block()
             yield self._read_ev
+            if task is not None and (turn := task.wake()) is not None:
+                yield turn
+        if task is not None and (turn := task.checkpoint()) is not None:
+            yield turn
         pkt = self._q[0]
         n = pkt.payload_bytes
         finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
         yield env.timeout(finish - env.now)
         self._q.popleft()
-        self._q_bytes -= pkt.size_bytes
+        self._q_bytes -= udp_truesize(n, pkt.segs)
         self.received += 1
         self.sim.consume(pkt)
         now = env.now

@@ -41,6 +41,7 @@ from perfsim.transport.udp import DEFAULT_UDP_RCVBUF_BYTES, MAX_DATAGRAM_BYTES, 
 
 if TYPE_CHECKING:
     from perfsim.core.cpu import Core
+    from perfsim.core.sched import Task
     from perfsim.core.sim import Sim
 
 WORKLOADS = ("tcp_stream", "udp_stream", "tcp_rr", "udp_rr", "tcp_crr")
@@ -195,6 +196,11 @@ def start_workload(
                + host.stage("udp_tx").per_packet_s * udp_segs(message_size, client.mtu_bytes))
         if rate_bps == 0 and own <= 0:
             raise ConfigError("rate_bps", rate_bps, "> 0 when the profile's sock_tx_copy and udp_tx cost nothing")
+        # the sender and the reader are tasks of their cores' schedulers: where they share a
+        # core (taskset on the testbed), EEVDF decides who runs (perfsim.core.sched)
+        for sock, core in ((cli, client.app_core), (srv, server.app_core)):
+            sched = core.scheduler(env)
+            sock.task = sched.add(sock.name) if sched is not None else None
         env.process(_udp_stream_client(flow, cli, int(dst_ip), int(dst_port), message_size, start_s, rate_bps))
         env.process(_udp_sink(srv))
     else:
@@ -385,12 +391,34 @@ def _udp_stream_client(
     t_next = env.now
     wmem = sock.wmem
     sndbuf = sock.sndbuf
+    task = sock.task
+    if task is not None and (turn := task.wake()) is not None:
+        yield turn
     while env.now < flow.stop_s:
-        if wmem.level() >= sndbuf:
-            yield from sock.wait_sndbuf()  # blocking sendmsg: no room in the send buffer
+        if wmem.level() >= sndbuf:  # blocking sendmsg: no room in the send buffer
+            yield from _task_wait(task, sock.wait_sndbuf())
+        if task is not None and (turn := task.checkpoint()) is not None:
+            yield turn
         t_free = sock.sendto(dst_ip, dst_port, size)
         t_next += interval
-        yield env.timeout(max(t_free, t_next) - env.now)
+        if t_next > t_free and task is not None and not task.sched.single:
+            yield env.timeout(t_free - env.now)  # paced: the task sleeps until the next is due
+            yield from _task_wait(task, _wait_until(env, t_next))
+        else:
+            yield env.timeout(max(t_free, t_next) - env.now)
+    if task is not None:
+        task.block()
+
+
+def _task_wait(task: Task | None, wait: Generator[Any, Any, None]) -> Generator[Any, Any, None]:
+    """Run ``wait`` (a blocking wait) as a task that gives up its core meanwhile."""
+    if task is None:
+        yield from wait
+        return
+    task.block()
+    yield from wait
+    if (turn := task.wake()) is not None:
+        yield turn
 
 
 def _udp_sink(sock: UdpSocket) -> Generator[Any, Any, None]:

@@ -39,7 +39,7 @@ def test_grid_order_labels_and_seeds(tmp_path: Path) -> None:
     assert scenario["network"]["mode"] == "host"
     assert scenario["hosts"] == {"count": 2, "cores": 4, "nic_gbps": 10.0, "mtu_bytes": 1500, "offloads": True,
                                  "rps": False, "qdisc": "fq_codel", "nf_conntrack_max": 262144, "gc_thresh3": 1024,
-                                 "testbed": False}
+                                 "testbed": False, "scheduler": "auto"}
     assert scenario["workloads"][0]["message_size"] == 1024
     assert "seed" not in scenario
     assert p.labels["hosts.count"] == 2
