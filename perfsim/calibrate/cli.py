@@ -129,7 +129,15 @@ def _read_raw(path: str | Path) -> pd.DataFrame:
 
 def calibrate_main(args: argparse.Namespace) -> int:
     from perfsim import __version__
-    from perfsim.calibrate.fit import DEFAULT_LAMBDA, fit, profile_dict, records
+    from perfsim.calibrate.fit import (
+        DEFAULT_LAMBDA,
+        MEASURED_STAGES,
+        fit,
+        profile_dict,
+        records,
+        with_constants,
+    )
+    from perfsim.calibrate.percall import measure_percall, stage_costs
     from perfsim.calibrate.validate import accuracy_summary, compare_measured, format_table, medians
     from perfsim.calibrate.wakeup import (
         WAKE_GAP_S,
@@ -158,9 +166,16 @@ def calibrate_main(args: argparse.Namespace) -> int:
             machine = dict((yaml.safe_load(prior_yaml.read_text()) or {}).get("provenance", {}).get("machine", {}))
         if wakeup_path_for(prov_path).is_file() and not args.fit_wakeup:
             delays = read_wakeups(wakeup_path_for(prov_path))
+        percall, percall_note = _stored_percall(prior_yaml)
     else:
         raw, machine, delays = _measure(args.quick, args.paths, args.duration, args.repeats,
                                         wakeups=not args.fit_wakeup)
+        measured = measure_percall()
+        percall = stage_costs(measured)
+        percall_note = {"method": "measured by percall.c (perfsim.calibrate.percall), pinned to cpu0",
+                        **{k: float(f"{v:.4g}") for k, v in measured.items()}}
+    if percall:
+        prior = with_constants(prior, {(s, "per_packet_s"): v for s, v in percall.items()}, name=prior.name)
     wake_note: dict[str, Any] | str = "not measured: fitted (no wake-up samples)"
     fixed: set[tuple[str, str]] = set()
     if delays is not None:
@@ -202,6 +217,7 @@ def calibrate_main(args: argparse.Namespace) -> int:
         "raw_measurements": raw_out.name,
         "fitted_constants": [f"{s}.{k}" for s, k in zip(free["stage"], free["kind"], strict=True)],
         "idle_wakeup": wake_note,
+        "percall": percall_note,
         "residuals": [
             {"config": str(r["config_id"]), "metric": str(r["metric"]), "measured": float(f"{float(r['measured']):.6g}"),
              "simulated": float(f"{float(r['simulated']):.6g}"), "error_pct": round(float(r["error_pct"]), 2)}
@@ -215,6 +231,9 @@ def calibrate_main(args: argparse.Namespace) -> int:
         spec["why"] = (f"fitted ({', '.join(kinds)})" if kinds else "prior: not exercised by the testbed's training set")
         if (stage, "per_packet_s") in fixed:
             spec["why"] = "measured: wake.c (perfsim.calibrate.wakeup), mean and shape; see provenance.idle_wakeup"
+        if stage in MEASURED_STAGES:
+            spec["why"] = ("measured: percall.c (perfsim.calibrate.percall); see provenance.percall" if percall
+                           else "prior (measured on the prior's machine); not fitted")
     header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
               f"# Raw measurements: {raw_out.name} (one row per repeat)"
               + (f", wake-up samples: {wakeup_path_for(raw_out).name}" if delays is not None else "")
@@ -268,6 +287,25 @@ def validate_main(args: argparse.Namespace) -> int:
     png = plot(table, out / "validate.png", title=f"perfsim validate: profile {prof.name}")
     print(f"results: {out / 'validate.csv'}, figure: {png}", file=sys.stderr)
     return 0
+
+
+def _stored_percall(profile_yaml: Path) -> tuple[dict[str, float], dict[str, Any] | str]:
+    """``--from-raw``: the per-call costs measured with the raw data, from the profile written
+    beside it (its stages and ``provenance.percall``); none if it has no measured ones."""
+    from perfsim.calibrate.fit import MEASURED_STAGES
+
+    if not profile_yaml.is_file():
+        return {}, "not measured with these raw data: the prior's values"
+    data = yaml.safe_load(profile_yaml.read_text()) or {}
+    note = (data.get("provenance") or {}).get("percall")
+    stages = data.get("stages") or {}
+    if not isinstance(note, dict) or not all(isinstance(stages.get(s), dict) for s in MEASURED_STAGES):
+        return {}, "not measured with these raw data: the prior's values"
+    try:
+        values = {s: float(stages[s]["per_packet_s"]) for s in MEASURED_STAGES}
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(str(profile_yaml), "stages", "per_packet_s of " + ", ".join(MEASURED_STAGES)) from None
+    return values, {**note, "from": profile_yaml.name}
 
 
 def _session_raw(name: str) -> Path:

@@ -92,6 +92,9 @@ MIN_PRIOR_BYTE_S = 1e-12
 DEFAULT_LAMBDA = 0.01
 MIN_FACTOR = 0.05
 """No constant is fitted below 1/20 of its prior: a stage the path crosses costs something."""
+MEASURED_STAGES = ("task_switch", "select")
+"""Constants measured directly (:mod:`perfsim.calibrate.percall`), never fitted: they keep the
+prior's (or the calibration's own measurement's) value."""
 UNPRIORED_STAGES = ("idle_wakeup",)
 """Constants fitted without a pull towards their prior: the machine decides them alone."""
 DEFAULT_ITERATIONS = 3
@@ -277,6 +280,7 @@ def solve(
     (measured directly) — keep their prior value.
     """
     free: list[Param] = sorted({p for x in xs for p, v in x.items() if v > 0 and p not in fixed
+                                and p[0] not in MEASURED_STAGES
                                 and (p[1] == "per_packet_s" or p[0] in PER_BYTE_STAGES)})
     if not free:
         raise ConfigError("training", "no observations", "at least one training measurement")

@@ -98,7 +98,7 @@ class Core:
         if self.sched is None and self.slice_s is not None:
             from perfsim.core.sched import FairScheduler
 
-            self.sched = FairScheduler(env, self.name, self.slice_s)
+            self.sched = FairScheduler(env, self.name, self.slice_s, core=self)
         return self.sched
 
     def backlog_full(self, now: float) -> bool:

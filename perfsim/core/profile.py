@@ -53,7 +53,7 @@ STAGES: dict[str, str] = {
     "udp_rx": "udp_rcv/udp_queue_rcv_skb: UDP input of one datagram into the socket queue",
     "tcp_rx": "tcp_v4_rcv/tcp_rcv_established of one skb (incl. ACK generation decision)",
     "tcp_connect": "TCP connection setup/teardown work in both stacks (SYN, accept, FIN, close)",
-    "sock_rx_copy": "recvmsg: wakeup of the reader and copy kernel -> user (per byte)",
+    "sock_rx_copy": "recvmsg: syscall, dequeue and copy kernel -> user (per byte)",
     "copy_cross_core": "extra of a TCP payload copy whose cache lines another core wrote last (per byte): "
                        "the reader's copy of what the sender wrote, the writer's copy into pages the "
                        "reader freed — a cache-line transfer per 64 B",
@@ -61,6 +61,9 @@ STAGES: dict[str, str] = {
     "dns_lookup": "embedded DNS (127.0.0.11) lookup by the resolver, uncached",
     "task_wakeup": "try_to_wake_up of a task asleep on another core: remote enqueue and reschedule "
                    "IPI, on the waker's core (in a VM the IPI exits to the hypervisor)",
+    "task_switch": "a blocked task woken and switched in on its core: try_to_wake_up and schedule() "
+                   "out of whatever ran there (another task or idle) into it, per switch",
+    "select": "select()/poll() of a readable socket before a read (iperf3's loop), per call",
     "idle_wakeup": "latency before an idle core starts work handed to it (interrupt or IPI to a halted "
                    "CPU: C-state exit; in a VM, the vCPU's wake-up) — a delay, not CPU time",
 }

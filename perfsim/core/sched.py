@@ -52,6 +52,8 @@ from perfsim.errors import ConfigError, check_number
 if TYPE_CHECKING:
     import simpy
 
+    from perfsim.core.cpu import Core, Stage
+
 BASE_SLICE_S = 0.7e-3
 """``normalized_sysctl_sched_base_slice`` (Linux 6.12+)."""
 TICK_S = 1.0 / 250
@@ -69,12 +71,14 @@ def base_slice_s(online_cpus: int) -> float:
 class Task:
     """One application task (thread) pinned to a core, as EEVDF sees it."""
 
-    __slots__ = ("blocked", "deadline", "delayed", "name", "on_rq", "runtime_s", "sched", "switches_in", "turn",
-                 "v", "vlag", "vprot")
+    __slots__ = ("blocked", "deadline", "delayed", "name", "on_rq", "runtime_s", "sched", "switch", "switches_in",
+                 "turn", "v", "vlag", "vprot")
 
-    def __init__(self, sched: FairScheduler, name: str) -> None:
+    def __init__(self, sched: FairScheduler, name: str, switch: Stage | None = None) -> None:
         self.sched = sched
         self.name = name
+        self.switch = switch
+        """The stage its core pays each time it is switched in (``task_switch``), or None."""
         self.v = 0.0
         self.deadline = 0.0
         self.vprot = 0.0
@@ -120,15 +124,17 @@ class Task:
 class FairScheduler:
     """EEVDF over the tasks pinned to one core (see the module docstring).
 
-    ``now`` returns the simulated time; ``event`` makes a SimPy event; ``slice_s`` is the
-    base slice, ``tick_s`` the tick period.
+    ``slice_s`` is the base slice, ``tick_s`` the tick period; ``core`` (if given) pays each
+    switch to a task with a ``switch`` stage, before that task's own work.
     """
 
-    def __init__(self, env: simpy.Environment, name: str, slice_s: float, tick_s: float = TICK_S) -> None:
+    def __init__(self, env: simpy.Environment, name: str, slice_s: float, tick_s: float = TICK_S,
+                 core: Core | None = None) -> None:
         check_number(f"{name}.slice_s", slice_s, low=0, low_inclusive=False, high=1.0)
         check_number(f"{name}.tick_s", tick_s, low=0, low_inclusive=False, high=1.0)
         self.env = env
         self.name = name
+        self.core = core
         self.slice_s = slice_s
         self.tick_s = tick_s
         self.tasks: list[Task] = []
@@ -141,12 +147,12 @@ class FairScheduler:
         self.switches = 0
         """Context switches between tasks."""
 
-    def add(self, name: str) -> Task:
+    def add(self, name: str, switch: Stage | None = None) -> Task:
         """A new task on this core; it starts blocked and calls :meth:`Task.wake` when it first
-        wants the core."""
+        wants the core.  ``switch``: what its core pays to switch to it (``task_switch``)."""
         if any(t.name == name for t in self.tasks):
             raise ConfigError("task", name, f"a task name not already on {self.name}")
-        task = Task(self, name)
+        task = Task(self, name, switch)
         self.tasks.append(task)
         self.single = len(self.tasks) < 2
         return task
@@ -185,7 +191,7 @@ class FairScheduler:
     def _lag(self, t: Task) -> float:
         limit = max(2.0 * self.slice_s, self.tick_s)
         lag = self._avg() - t.v
-        return -limit if lag < -limit else (limit if lag > limit else lag)
+        return max(-limit, min(limit, lag))
 
     def _update_curr(self) -> None:
         """``update_curr``/``update_deadline`` for the running task (its time already added)."""
@@ -220,7 +226,7 @@ class FairScheduler:
             nxt = self._pick()
             if nxt is not None and nxt.delayed:  # picked a delayed task: it leaves now
                 lag = self._lag(nxt)
-                nxt.vlag = lag if lag < 0.0 else 0.0  # DELAY_ZERO
+                nxt.vlag = min(lag, 0.0)  # DELAY_ZERO
                 nxt.on_rq = False
                 nxt.delayed = False
                 continue
@@ -233,6 +239,15 @@ class FairScheduler:
         self.switches += 1
         nxt.switches_in += 1
         nxt.vprot = nxt.deadline
+        stage, core = nxt.switch, self.core
+        if stage is not None and core is not None:  # schedule(): the core switches before the task runs
+            from perfsim.core.sim import reserve
+
+            cost = stage.per_packet_s
+            stage.cpu_s += cost
+            stage.packets += 1
+            stage.note(core, 1, 0)
+            reserve(core, self.env.now, cost)
         ev = nxt.turn
         nxt.turn = None
         if ev is not None and not ev.triggered:

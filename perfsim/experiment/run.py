@@ -124,7 +124,8 @@ def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
     :meth:`RunSpec.slots`, each starting at a random time in [0, :data:`START_JITTER_S`).
 
     On the testbed a ``tcp_stream``'s flows between the same two slots share one thread per
-    side, as the streams of one ``iperf3 -P`` test do (its measurements are iperf3's)."""
+    side, as the streams of one ``iperf3 -P`` test do (its measurements are iperf3's), and a
+    ``udp_stream``'s ends select as iperf3's do."""
     starts = RngStreams(spec.seed).stream("flows.start").uniform(0.0, START_JITTER_S, spec.streams)
     plans = []
     shared = spec.cluster.testbed and spec.workload == "tcp_stream"
@@ -133,7 +134,8 @@ def flow_plans(spec: RunSpec) -> tuple[FlowPlan, ...]:
         plans.append(FlowPlan(spec.workload, (ch, cc), (sh, sc), spec.message_bytes,
                               server_port=int(server_port(i)), client_port=int(client_port(i)),
                               start_s=float(starts[i]), group=spec.workload,
-                              thread=f"iperf3 h{ch}c{cc} h{sh}c{sc}" if shared else ""))
+                              thread=f"iperf3 h{ch}c{cc} h{sh}c{sc}" if shared else "",
+                              iperf3=spec.cluster.testbed and spec.workload == "udp_stream"))
     return tuple(plans)
 
 

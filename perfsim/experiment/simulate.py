@@ -58,6 +58,8 @@ class FlowPlan:
     """Flows with the same non-empty ``thread`` (unpaced ``tcp_stream`` between the same two
     slots) are served by one application thread per side
     (:class:`~perfsim.transport.workloads.StreamThread`); by default each flow has its own."""
+    iperf3: bool = False
+    """A ``udp_stream`` whose ends loop as iperf3's do (``select()`` around the reads and writes)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def simulate(exp: Experiment) -> Simulated:
             server_port=plan.server_port, client_port=plan.client_port,
             connect_ip=connect_ip, connect_port=connect_port, start_s=plan.start_s,
             rate_bps=plan.rate_bps, stop_s=plan.stop_s, measure_from_s=0.0,
-            thread=_thread(threads, plan.thread, sim),
+            thread=_thread(threads, plan.thread, sim), iperf3=plan.iperf3,
         )
         flows.append(flow)
     links = [el for el in sim.elements.values() if isinstance(el, Link)]

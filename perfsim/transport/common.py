@@ -60,18 +60,24 @@ def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int, calls:
     return reserve(core, now_s, c)
 
 
-def wake_task(ev: Any, value: Any, stage: Stage, waker: Core | None, sleeper: Core, now_s: float) -> None:
+def wake_task(ev: Any, value: Any, stage: Stage, waker: Core | None, sleeper: Core, now_s: float,
+              switch: Stage | None = None) -> None:
     """``try_to_wake_up`` of a task blocked on ``ev`` (a reader, writer, ``accept`` or
     ``connect``): succeed it with ``value``.  When the waker runs on another core than the
     sleeper's and that core is idle, the waker's core pays ``stage`` (``task_wakeup``) once:
     ``ttwu_queue_cond`` puts the task on the idle core's wake list and sends it an IPI (in a
     VM, an exit of the sending vCPU to wake the halted one).  A busy target core runs the
-    activation itself; a task woken on its own core costs nothing extra."""
+    activation itself.  The sleeper's core then switches to the task: ``switch``
+    (``task_switch``, the schedule() out of what ran there and into the task) before the
+    task's own work — omitted (None) for a task whose core's scheduler charges its switches
+    (:mod:`perfsim.core.sched`)."""
     if ev is None or ev.triggered:
         return
     ev.succeed(value)
     if waker is not None and waker is not sleeper and sleeper.busy_until_s < now_s - IDLE_EPSILON_S:
         reserve_app_work(stage, waker, now_s, 0)
+    if switch is not None:
+        reserve_app_work(switch, sleeper, now_s, 0)
 
 
 class LazyTimer:

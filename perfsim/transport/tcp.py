@@ -172,6 +172,7 @@ class TcpConnection(TcpSender, TcpReceiver):
         self._rx_stage = host.stage("tcp_rx")
         self._connect_stage = host.stage("tcp_connect")
         self._wake_stage = host.stage("task_wakeup")
+        self._switch_stage = host.stage("task_switch")
         off = host.offloads
         l34 = IPV4_HDR_BYTES + TCP_HDR_BYTES
         max_skb = max(mss_bytes, (off.gso_max_bytes - l34) // mss_bytes * mss_bytes) if off.gso else mss_bytes
@@ -342,7 +343,7 @@ class TcpConnection(TcpSender, TcpReceiver):
             self._rtt_sample(now - self._syn_t)
         self._backoff = self._retries = 0
         self._rto.cancel()
-        wake_task(self._est_ev, True, self._wake_stage, core, self.app_core, now)
+        wake_task(self._est_ev, True, self._wake_stage, core, self.app_core, now, self._switch_stage)
 
     def _finish(self, state: int) -> None:
         """Enter TIME_WAIT or CLOSED: release the port (or leave the listener), stop timers."""

@@ -55,6 +55,7 @@ class TcpListener:
         self._rx_stage = ns.host.stage("tcp_rx")
         self._connect_stage = ns.host.stage("tcp_connect")
         self._wake_stage = ns.host.stage("task_wakeup")
+        self._switch_stage = ns.host.stage("task_switch")
         ns.bind(PROTO_TCP, port, self)
 
     def deliver(self, pkt: Packet) -> None:
@@ -95,7 +96,8 @@ class TcpListener:
 
     def _queue_accept(self, child: TcpConnection) -> None:
         self._accept_q.append(child)
-        wake_task(self._accept_ev, None, self._wake_stage, child._rx_core, self.app_core, self.sim.now)
+        wake_task(self._accept_ev, None, self._wake_stage, child._rx_core, self.app_core, self.sim.now,
+                  self._switch_stage)
 
     def _forget(self, child: TcpConnection) -> None:
         key = (child.flow.dst_ip, child.flow.dport)

@@ -77,6 +77,7 @@ class TcpReceiver:
         def _finish(self, state: int) -> None: ...
 
         _wake_stage: Stage
+        _switch_stage: Stage
 
     def _init_receiver(self, rcvbuf_bytes: int, rx_copy: Stage, cross_copy: Stage) -> None:
         self.rcvbuf = rcvbuf_bytes
@@ -328,7 +329,7 @@ class TcpReceiver:
         ev = self._read_ev
         if ev is not None:  # per skb: skip the call while the reader is not blocked
             self._read_ev = None
-            wake_task(ev, None, self._wake_stage, self._rx_core, self.app_core, self.sim.now)
+            wake_task(ev, None, self._wake_stage, self._rx_core, self.app_core, self.sim.now, self._switch_stage)
 
     def _consume(self, n: int) -> None:
         """The application copied ``n`` bytes out: count them, maybe send a window update."""

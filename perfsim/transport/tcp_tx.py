@@ -190,6 +190,7 @@ class TcpSender:
         def _copy_holding_socket(self, stage: Stage, nbytes: int, held_from: float | None = None) -> float: ...
 
         _wake_stage: Stage
+        _switch_stage: Stage
         _owned_until: float
 
     def _init_sender(self, sndbuf_bytes: int, max_skb_bytes: int, tx: Stage, tx_copy: Stage,
@@ -564,7 +565,7 @@ class TcpSender:
                     self._finish(CLOSED)
                 elif self.state == CLOSING:
                     self._finish(TIME_WAIT)
-            wake_task(self._space_ev, None, self._wake_stage, core, self.app_core, now)  # sk_stream_write_space
+            wake_task(self._space_ev, None, self._wake_stage, core, self.app_core, now, self._switch_stage)  # sk_stream_write_space
 
     def _sacktag(self, blocks: SackBlocks, ack: int, prior_fack: int) -> tuple[int, int, bool]:
         """``tcp_sacktag_write_queue``: mark the skbs the SACK blocks cover.

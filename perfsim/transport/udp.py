@@ -44,7 +44,7 @@ from perfsim.transport.tsq import DEFAULT_UDP_SNDBUF_BYTES, WmemAlloc
 from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, UDP_HDR_BYTES
 
 if TYPE_CHECKING:
-    from perfsim.core.cpu import Core
+    from perfsim.core.cpu import Core, Stage
     from perfsim.core.sched import Task
     from perfsim.core.sim import Sim
     from perfsim.transport.stats import FlowStats
@@ -134,6 +134,9 @@ class UdpSocket:
         self._udp_rx = host.stage("udp_rx")
         self._rx_copy = host.stage("sock_rx_copy")
         self._wake_stage = host.stage("task_wakeup")
+        self._switch_stage = host.stage("task_switch")
+        self.select: Stage | None = None
+        """``select()`` before every read (iperf3's server loop), or None (a plain ``recvmsg``)."""
         self._q: deque[Packet] = deque()
         self._q_bytes = 0
         self._read_ev: Any = None
@@ -219,7 +222,10 @@ class UdpSocket:
         ev = self._read_ev
         if ev is not None:  # per datagram: skip the call while the reader is not blocked
             self._read_ev = None
-            wake_task(ev, None, self._wake_stage, pkt.core, self.app_core, self.sim.now)
+            task = self.task
+            scheduled = task is not None and not task.sched.single  # its scheduler charges the switch
+            wake_task(ev, None, self._wake_stage, pkt.core, self.app_core, self.sim.now,
+                      None if scheduled else self._switch_stage)
 
     def recv(self) -> Generator[Any, Any, tuple[int, int, int]]:
         """``recvmsg``: wait for a datagram, copy it; returns ``(nbytes, src_ip, src_port)``."""
@@ -236,6 +242,8 @@ class UdpSocket:
             yield turn
         pkt = self._q[0]
         n = pkt.payload_bytes
+        if self.select is not None:
+            reserve_app_work(self.select, self.app_core, env.now, 0)
         finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
         yield env.timeout(finish - env.now)
         self._q.popleft()

@@ -81,10 +81,11 @@ def test_fit_recovers_known_constants_from_synthetic_measurements(tmp_path: Path
     # within 4 %: the 0.05 s runs keep the test short, and a two-core stream is not yet steady
     # in them (truth host/c2: 20.0 Gbit/s at 0.05 s, 17.8 at 0.15 s), so its row's
     # linearisation is approximate (3.0 % off since the testbed's streams read iperf3's 128 KiB
-    # blocks from one thread); every one-core row is within 0.5 %
+    # blocks from one thread); every one-core row is within 0.6 % (a run counts whole
+    # connections: one of the ~200 a 0.05 s tcp_crr run makes is 0.5 %)
     err = result.residuals["error_pct"].abs()
     assert err.max() < 4.0
-    assert err[[r["cores"] == 1 for r in records(measured[measured["training"]])]].max() < 0.5
+    assert err[[r["cores"] == 1 for r in records(measured[measured["training"]])]].max() < 0.6
     got = result.profile
     # what the measurements identify: the copies' per-byte cost (one core sees their sum; the
     # sender's own share trades off against its per-skb work), the VXLAN hop, a connection

@@ -141,10 +141,10 @@ def count_reader_wakeups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     n = [0]
     orig = common.wake_task
 
-    def wake_task(ev: Any, value: Any, stage: Any, waker: Any, sleeper: Any, now_s: float) -> None:
+    def wake_task(ev: Any, value: Any, stage: Any, waker: Any, sleeper: Any, now_s: float, switch: Any = None) -> None:
         if ev is not None and not ev.triggered:
             n[0] += 1
-        orig(ev, value, stage, waker, sleeper, now_s)
+        orig(ev, value, stage, waker, sleeper, now_s, switch)
 
     monkeypatch.setattr(tcp_rx, "wake_task", wake_task)
     return n

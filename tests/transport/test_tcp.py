@@ -83,8 +83,10 @@ def test_handshake_packets_and_times_follow_the_profile(sim: Sim) -> None:
     assert ack.t == pytest.approx(c + 2 * tx + 2 * d + 2 * rx, abs=1e-12)
     assert p.t_connected == pytest.approx(ack.t, abs=1e-12)
     # the SYN-ACK's softirq core wakes connect() on the client's other core (an IPI,
-    # ``task_wakeup``) before it sends the ACK
-    assert p.t_accepted == pytest.approx(ack.t + cost(sim, "task_wakeup") + tx + d + rx + c, abs=1e-12)
+    # ``task_wakeup``) before it sends the ACK; the ACK's wakes accept(), whose core switches
+    # to it (``task_switch``) before its work
+    assert p.t_accepted == pytest.approx(ack.t + cost(sim, "task_wakeup") + tx + d + rx + cost(sim, "task_switch") + c,
+                                         abs=1e-12)
     assert p.conn.state_name == p.server.state_name == "ESTABLISHED"  # type: ignore[union-attr]
     assert sim.created == sim.delivered == 3
 

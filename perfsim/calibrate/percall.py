@@ -1,0 +1,67 @@
+"""Per-call costs measured directly, not fitted: the switch to a woken task and ``select()``.
+
+``percall.c``, pinned to one CPU, measures (medians over its rounds):
+
+* ``task_switch``: one hand-over between two processes on the CPU — a pipe ping-pong's round
+  trip minus two ``write`` + ``read`` pairs that do not block, halved.  It is what a blocked
+  task's wake-up and the switch into it cost its core, on top of the system calls.
+* ``select``: ``select()`` on one readable UDP socket before each ``read()`` of a queued 64 B
+  datagram, minus the reads alone — iperf3's server calls it before every datagram.
+
+Why measured: the request/response configurations the fit learns from switch tasks on every
+message, so a fitted per-call cost (``sock_rx_copy``) would carry the switch, and a stream
+whose reader never blocks would pay it too.  With the switch and ``select()`` costed on their
+own, ``perfsim calibrate`` keeps both fixed (:data:`perfsim.calibrate.fit.MEASURED_STAGES`).
+Assumption: switching into a task woken on an idle core costs what switching between two
+tasks does (the idle CPU's own wake-up is ``idle_wakeup``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from perfsim.errors import ConfigError
+
+PERCALL_ROUNDS = 200
+"""Rounds of ``percall.c`` (about 4 s on the 2-vCPU machine kind)."""
+MEASURED = {"task_switch": "switch_s", "select": "select_s"}
+"""Profile stage -> the line of ``percall.c``'s output that measures its per-call cost."""
+
+
+def parse_percall(text: str) -> dict[str, float]:
+    """``percall.c``'s output (``name value`` lines) -> seconds per call for ``read_s``,
+    ``select_s`` and ``switch_s``; a missing, non-numeric or implausible (not 1 ns .. 1 ms)
+    value is a ConfigError."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                values[parts[0]] = float(parts[1])
+            except ValueError:
+                raise ConfigError("percall output", line, "'name seconds' lines") from None
+    for key in ("read_s", "select_s", "switch_s"):
+        v = values.get(key)
+        if v is None or not 1e-9 <= v <= 1e-3:
+            raise ConfigError(f"percall {key}", v, "a per-call cost between 1 ns and 1 ms")
+    return values
+
+
+def measure_percall(cpu: int = 0, rounds: int = PERCALL_ROUNDS) -> dict[str, float]:
+    """Run ``percall.c`` pinned to ``cpu``: seconds per call of ``read_s``, ``select_s`` and
+    ``switch_s`` (loopback and a pipe only)."""
+    from perfsim.calibrate.measure import c_binary
+    from perfsim.calibrate.testbed import run
+
+    allowed = os.sched_getaffinity(0)
+    if cpu not in allowed:
+        raise ConfigError("cpu", cpu, f"a CPU this process may run on ({sorted(allowed)})")
+    if not 1 <= rounds <= 100_000:
+        raise ConfigError("rounds", rounds, "1 .. 100000")
+    out = run(["taskset", "-c", str(cpu), str(c_binary("percall")), str(rounds)], timeout_s=60 + rounds * 0.1)
+    return parse_percall(out.stdout)
+
+
+def stage_costs(measured: dict[str, float]) -> dict[str, float]:
+    """The measured stages' per-call costs: ``{"task_switch": s, "select": s}``."""
+    return {stage: measured[key] for stage, key in MEASURED.items()}
