@@ -210,10 +210,13 @@ def test_streams_taking_turns_on_an_application_core_are_probed_together() -> No
     cost = {p: {r.side: c for r, c in probe.cores if r.kind == "app"} for p, probe in (("lone", lone), ("turns", turns))}
     assert turns.rate_per_s == lone.rate_per_s  # the cap is still the lone flow's
     # a few % of the work: the ACKs of data a reader finds unread leave from the reader's core
-    # (tcp_cleanup_rbuf) either way; what moves is the backlog processing.  The reader's own
-    # cost may go either way: it loses that work but reads the bursts in more, smaller calls
-    # (default profile: client +2.6 %, server +1.8 %; the previous fit's: +2.6 %, -3.4 %)
-    assert cost["turns"]["client"] > 1.01 * cost["lone"]["client"]
+    # (tcp_cleanup_rbuf) either way; what moves is the backlog processing, and how often each
+    # side sleeps and is switched in again.  The direction depends on the profile's constants
+    # (default profile: client -6.6 %, server +15.8 %; before task_switch was costed: +2.6 %,
+    # +1.8 %; the fit before that: +2.6 %, -3.4 %): what holds is that probing the pair
+    # together changes the per-unit costs
+    for side in ("client", "server"):
+        assert cost["turns"][side] != pytest.approx(cost["lone"][side], rel=0.01)
     # the fluid engine now finds what the DES does with two streams per sending core
     fluid, des = run(replace(two_per_core, engine="fluid")), run(two_per_core)
     assert fluid.summary()["throughput_gbps"] == pytest.approx(des.summary()["throughput_gbps"], rel=0.03)
