@@ -81,3 +81,26 @@ def test_calibrate_from_raw_keeps_the_per_call_costs_measured_with_the_data(tmp_
     assert refit["stages"]["select"]["why"].startswith("measured")
     assert refit["provenance"]["percall"]["from"] == "w.yaml"
     assert "task_switch.per_packet_s" not in refit["provenance"]["fitted_constants"]
+
+
+def test_a_measured_calibration_measures_the_per_call_costs_and_keeps_them(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``perfsim calibrate`` (measuring, not --from-raw): percall.c's values go into the profile
+    as they are, with their provenance, and the fit leaves them alone."""
+    import perfsim.calibrate.cli as cli
+    import perfsim.calibrate.percall as percall
+    from perfsim.cli import main
+
+    raw = pd.DataFrame([{"path": "host", "workload": "udp_rr", "streams": 1, "message_bytes": 64, "offloads": True,
+                         "cores": 1, "metric": "transaction_rate", "repeat": 0, "value": 40000.0}])
+    monkeypatch.setattr(cli, "_measure", lambda *a, **k: (raw, {"cores": 2}, None))
+    monkeypatch.setattr(percall, "measure_percall",
+                        lambda *a, **k: {"read_s": 1.0e-6, "select_s": 1.25e-6, "switch_s": 3.5e-6})
+    out = tmp_path / "m.yaml"
+    assert main(["calibrate", "--out", str(out), "--iterations", "1", "--workers", "1"]) == 0
+    data = yaml.safe_load(out.read_text())
+    assert data["stages"]["task_switch"]["per_packet_s"] == 3.5e-6
+    assert data["stages"]["select"]["per_packet_s"] == 1.25e-6
+    assert data["stages"]["task_switch"]["why"].startswith("measured: percall.c")
+    assert data["provenance"]["percall"]["switch_s"] == 3.5e-6
+    assert not {"task_switch.per_packet_s", "select.per_packet_s"} & set(data["provenance"]["fitted_constants"])
