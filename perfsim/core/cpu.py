@@ -40,9 +40,8 @@ if TYPE_CHECKING:
     import numpy as np
     import simpy
 
-    from perfsim.core.sched import FairScheduler
-
     from perfsim.core.profile import StageCost
+    from perfsim.core.sched import FairScheduler
 
 
 class Core:

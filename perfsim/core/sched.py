@@ -44,8 +44,7 @@ machine kind) and ``CONFIG_HZ=250`` (``/proc/config.gz``).
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from perfsim.errors import ConfigError, check_number
 
@@ -241,13 +240,9 @@ class FairScheduler:
         nxt.vprot = nxt.deadline
         stage, core = nxt.switch, self.core
         if stage is not None and core is not None:  # schedule(): the core switches before the task runs
-            from perfsim.core.sim import reserve
+            from perfsim.core.sim import reserve_stage
 
-            cost = stage.per_packet_s
-            stage.cpu_s += cost
-            stage.packets += 1
-            stage.note(core, 1, 0)
-            reserve(core, self.env.now, cost)
+            reserve_stage(stage, core, self.env.now)
         ev = nxt.turn
         nxt.turn = None
         if ev is not None and not ev.triggered:
@@ -304,8 +299,3 @@ class FairScheduler:
     def __repr__(self) -> str:
         return f"FairScheduler({self.name!r}, tasks={[t.name for t in self.tasks]})"
 
-
-def run_when_scheduled(ev: simpy.Event | None) -> Generator[Any, Any, None]:
-    """``yield from`` this with what :meth:`Task.checkpoint` or :meth:`Task.wake` returned."""
-    if ev is not None:
-        yield ev

@@ -24,7 +24,7 @@ from perfsim.core.packet import FlowKey, Packet
 from perfsim.core.rng import RngStreams
 
 if TYPE_CHECKING:
-    from perfsim.core.cpu import Core
+    from perfsim.core.cpu import Core, Stage
     from perfsim.core.profile import Profile
 
 NORMAL_PRIORITY = 1  # simpy.events.NORMAL
@@ -200,6 +200,17 @@ class Sim:
         if name in self.elements:
             raise ConfigError("name", name, "a name not used by another element")
         self.elements[name] = element
+
+
+def reserve_stage(stage: Stage, core: Core, now_s: float, nbytes: int = 0, calls: int = 1) -> float:
+    """Reserve ``calls`` calls of ``stage`` moving ``nbytes`` on ``core`` (0 calls: a per-byte
+    extra of a call already counted), accounted on the stage; return the end (:func:`reserve`)."""
+    c = stage.per_packet_s * calls + stage.per_byte_s * nbytes
+    stage.cpu_s += c
+    stage.packets += calls
+    stage.bytes += nbytes
+    stage.note(core, calls, nbytes)
+    return reserve(core, now_s, c)
 
 
 def reserve(core: Core, now_s: float, cost_s: float) -> float:

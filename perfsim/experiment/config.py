@@ -79,9 +79,10 @@ class RunSpec:
         if self.warmup_s >= self.duration_s:
             raise ConfigError("warmup_s", self.warmup_s, f"less than duration_s ({self.duration_s})")
         check_number("seed", self.seed, low=0, high=2**63 - 1, integer=True)
-        if self.engine == "fluid" and self.scheduled:
-            raise ConfigError("engine", "fluid", "des for udp_stream with the eevdf scheduler (the testbed's default): "
-                                                 "the fluid engine has no scheduler model — or scheduler fifo")
+        if self.engine == "fluid" and self.cluster.schedules(self.workload):
+            from perfsim.topology.cluster import NO_FLUID_SCHEDULER
+
+            raise ConfigError("engine", "fluid", NO_FLUID_SCHEDULER)
         from perfsim.core.profile import load_profile
 
         prof = load_profile(self.profile)  # an unknown profile fails here, before anything runs
@@ -116,18 +117,12 @@ class RunSpec:
         return h, c, h, (c + 1) % m
 
     @property
-    def scheduled(self) -> bool:
-        """Does the run need the scheduler model only the DES has: EEVDF cores and a
-        ``udp_stream`` (whose sender and reader are scheduled tasks)?"""
-        return self.workload == "udp_stream" and self.cluster.app_scheduler == "eevdf"
-
-    @property
     def resolved_engine(self) -> str:
         """``des`` or ``fluid``: ``auto`` resolved by the size of the run (the DES when it
         needs the scheduler model)."""
         if self.engine != "auto":
             return self.engine
-        if self.scheduled:
+        if self.cluster.schedules(self.workload):
             return "des"
         from perfsim.fluid import choose_engine
 

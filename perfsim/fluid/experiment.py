@@ -32,9 +32,8 @@ def engine_of(exp: Experiment, engine: str) -> str:
 
 
 def scheduled(exp: Experiment) -> bool:
-    """Does ``exp`` need the scheduler model the fluid engine lacks: EEVDF cores and a
-    ``udp_stream`` (whose sender and reader are scheduled tasks)?"""
-    return exp.cluster.app_scheduler == "eevdf" and any(f.workload == "udp_stream" for f in exp.flows)
+    """Does ``exp`` need the scheduler model the fluid engine lacks?"""
+    return any(exp.cluster.schedules(f.workload) for f in exp.flows)
 
 
 def simulate_fluid(exp: Experiment) -> Simulated:
@@ -45,8 +44,9 @@ def simulate_fluid(exp: Experiment) -> Simulated:
     if exp.count_by_core:
         raise ConfigError("count_by_core", True, "False with the fluid engine (it counts no stages per core)")
     if scheduled(exp):
-        raise ConfigError("engine", "fluid", "des for udp_stream with the eevdf scheduler (the testbed's default): "
-                                             "the fluid engine has no scheduler model — or scheduler fifo")
+        from perfsim.topology.cluster import NO_FLUID_SCHEDULER
+
+        raise ConfigError("engine", "fluid", NO_FLUID_SCHEDULER)
     sol = solve(flows_of_plans(exp.flows), cluster=exp.cluster, containers_per_host=exp.containers_per_host,
                 mode=exp.mode, mode_options=exp.mode_options, profile=exp.profile, seed=exp.seed,
                 duration_s=exp.duration_s, warmup_s=exp.warmup_s, publish=exp.publish)

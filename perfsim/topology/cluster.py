@@ -42,6 +42,11 @@ from perfsim.errors import ConfigError, check_number
 
 SCHEDULERS = ("eevdf", "fifo")
 """How application tasks share a core (:attr:`ClusterSpec.scheduler`)."""
+SCHEDULED_WORKLOADS = ("udp_stream",)
+"""Workloads whose application tasks take part in the EEVDF scheduler (the others stay FIFO)."""
+NO_FLUID_SCHEDULER = ("des for udp_stream with the eevdf scheduler (the testbed's default): the fluid engine has "
+                      "no scheduler model — or scheduler fifo")
+"""What the fluid engine asks for when a run needs the scheduler model."""
 TESTBED_MAX_HOSTS = 2
 """The calibration testbed is two namespaces joined by one veth wire."""
 
@@ -118,6 +123,11 @@ class ClusterSpec:
         if self.scheduler is not None:
             return self.scheduler
         return "eevdf" if self.testbed else "fifo"
+
+    def schedules(self, workload: str) -> bool:
+        """Are ``workload``'s application tasks scheduled by EEVDF here (a model only the DES
+        has)?"""
+        return workload in SCHEDULED_WORKLOADS and self.app_scheduler == "eevdf"
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from perfsim.core.cpu import IDLE_EPSILON_S
-from perfsim.core.sim import reserve
+from perfsim.core.sim import reserve_stage
 from perfsim.units import ETH_HDR_BYTES, IPV4_HDR_BYTES, TCP_HDR_BYTES
 
 if TYPE_CHECKING:
@@ -52,12 +52,7 @@ def reserve_app_work(stage: Stage, core: Core, now_s: float, nbytes: int, calls:
 
     The time is accounted on the stage (``reserve`` only books the core).
     """
-    c = app_work_s(stage, nbytes, calls)
-    stage.cpu_s += c
-    stage.packets += calls
-    stage.bytes += nbytes
-    stage.note(core, calls, nbytes)
-    return reserve(core, now_s, c)
+    return reserve_stage(stage, core, now_s, nbytes, calls)
 
 
 def wake_task(ev: Any, value: Any, stage: Stage, waker: Core | None, sleeper: Core, now_s: float,

@@ -137,7 +137,8 @@ class UdpSocket:
         self._switch_stage = host.stage("task_switch")
         self.select: Stage | None = None
         """``select()`` before every read (iperf3's server loop), or None (a plain ``recvmsg``)."""
-        self._q: deque[Packet] = deque()
+        self._q: deque[tuple[Packet, int]] = deque()
+        """Queued datagrams with the truesize each charged."""
         self._q_bytes = 0
         self._read_ev: Any = None
         self.task: Task | None = None
@@ -217,7 +218,7 @@ class UdpSocket:
         if self._q_bytes + size > self.rcvbuf:
             self.sim.drop(pkt, self.name, "socket_rcvbuf_full")
             return
-        self._q.append(pkt)
+        self._q.append((pkt, size))
         self._q_bytes += size
         ev = self._read_ev
         if ev is not None:  # per datagram: skip the call while the reader is not blocked
@@ -240,14 +241,14 @@ class UdpSocket:
                 yield turn
         if task is not None and (turn := task.checkpoint()) is not None:
             yield turn
-        pkt = self._q[0]
+        pkt, size = self._q[0]
         n = pkt.payload_bytes
         if self.select is not None:
             reserve_app_work(self.select, self.app_core, env.now, 0)
         finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
         yield env.timeout(finish - env.now)
         self._q.popleft()
-        self._q_bytes -= udp_truesize(n, pkt.segs)
+        self._q_bytes -= size
         self.received += 1
         self.sim.consume(pkt)
         now = env.now
