@@ -172,7 +172,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
                                         wakeups=not args.fit_wakeup)
         measured = measure_percall()
         percall = stage_costs(measured)
-        percall_note = {"method": "measured by percall.c (perfsim.calibrate.percall), pinned to cpu0",
+        percall_note = {"method": "measured by percall.c (perfsim.calibrate.percall), pinned to cpu0"
+                                  + (" (its remote partner to another CPU)" if "wake_remote_s" in measured else ""),
                         **{k: float(f"{v:.4g}") for k, v in measured.items()}}
     if percall:
         prior = with_constants(prior, {(s, "per_packet_s"): v for s, v in percall.items()}, name=prior.name)
@@ -232,8 +233,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
         if (stage, "per_packet_s") in fixed:
             spec["why"] = "measured: wake.c (perfsim.calibrate.wakeup), mean and shape; see provenance.idle_wakeup"
         if stage in MEASURED_STAGES:
-            spec["why"] = ("measured: percall.c (perfsim.calibrate.percall); see provenance.percall" if percall
-                           else "prior (measured on the prior's machine); not fitted")
+            spec["why"] = ("measured: percall.c (perfsim.calibrate.percall); see provenance.percall"
+                           if stage in percall else "prior (measured on the prior's machine); not fitted")
     header = (f"# perfsim cost profile '{args.name}', written by perfsim calibrate on {provenance['date']}.\n"
               f"# Raw measurements: {raw_out.name} (one row per repeat)"
               + (f", wake-up samples: {wakeup_path_for(raw_out).name}" if delays is not None else "")
@@ -291,20 +292,25 @@ def validate_main(args: argparse.Namespace) -> int:
 
 def _stored_percall(profile_yaml: Path) -> tuple[dict[str, float], dict[str, Any] | str]:
     """``--from-raw``: the per-call costs measured with the raw data, from the profile written
-    beside it (its stages and ``provenance.percall``); none if it has no measured ones."""
-    from perfsim.calibrate.fit import MEASURED_STAGES
+    beside it (its stages, for each value its ``provenance.percall`` records); none if it has no
+    measured ones.  A stage measured then but not recorded keeps the prior's value."""
+    from perfsim.calibrate.percall import MEASURED
 
     if not profile_yaml.is_file():
         return {}, "not measured with these raw data: the prior's values"
     data = yaml.safe_load(profile_yaml.read_text()) or {}
     note = (data.get("provenance") or {}).get("percall")
     stages = data.get("stages") or {}
-    if not isinstance(note, dict) or not all(isinstance(stages.get(s), dict) for s in MEASURED_STAGES):
+    if not isinstance(note, dict):
         return {}, "not measured with these raw data: the prior's values"
-    try:
-        values = {s: float(stages[s]["per_packet_s"]) for s in MEASURED_STAGES}
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(str(profile_yaml), "stages", "per_packet_s of " + ", ".join(MEASURED_STAGES)) from None
+    values: dict[str, float] = {}
+    for stage, key in MEASURED.items():
+        if key not in note:
+            continue
+        try:
+            values[stage] = float(stages[stage]["per_packet_s"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(str(profile_yaml), "stages", f"per_packet_s of {stage}") from None
     return values, {**note, "from": profile_yaml.name}
 
 

@@ -19,7 +19,14 @@ sender's copy from the receiver's, which one core always sees together.  The row
 the core of the side whose measured CPU share is larger, even when a simulation with the
 current constants saturates the other one (linearised on the busiest simulated core, the fit
 could settle on either split of the copies, and did); without CPU shares, on the busiest
-simulated core.  A request/response
+simulated core.  A two-core TCP stream also gives the other side's work: its measured CPU share
+over the saturated side's, times ``y_i``, is an observation of the other core's row.  Without
+it the copies' per-byte costs are split between the writer and the reader only by the weak
+pull towards the prior, and a reader left too idle sleeps, wakes and acknowledges on the wrong
+core.  (iperf3 reports process CPU time, which leaves out the softirq the reader's core runs
+in interrupt context and its idle entries and exits — the reader's core is busier than that
+share says; a UDP reader's per-call costs are measured, and its per-byte copy of 64 B cannot
+stand for the rest of its work, so UDP streams give no such row.)  A request/response
 on two cores is serial instead — one transaction is the work of both cores plus the wake-ups of
 the idle core each message is handed to — so its row counts every core's work and the number
 of wake-ups (``idle_wakeup``, a delay rather than CPU time, is fitted like a constant per event).  None of these is written down: the simulator counts them by running configuration
@@ -92,7 +99,7 @@ MIN_PRIOR_BYTE_S = 1e-12
 DEFAULT_LAMBDA = 0.01
 MIN_FACTOR = 0.05
 """No constant is fitted below 1/20 of its prior: a stage the path crosses costs something."""
-MEASURED_STAGES = ("task_switch", "select")
+MEASURED_STAGES = ("task_switch", "select", "udp_recv")
 """Constants measured directly (:mod:`perfsim.calibrate.percall`), never fitted: they keep the
 prior's (or the calibration's own measurement's) value."""
 UNPRIORED_STAGES = ("idle_wakeup",)
@@ -114,6 +121,10 @@ class Simulated:
     config_id: str
     metrics: dict[str, float]
     x: dict[Param, float] = field(default_factory=dict)
+    x_other: dict[Param, float] | None = None
+    """A two-core stream's design row on the other side's core (the one not saturated), on the
+    saturated core's scale: ``x_other · θ / (x · θ)`` is the other core's work per unit of the
+    saturated one's."""
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -167,6 +178,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
     x: dict[Param, float] = {}
     if units <= 0 or window <= 0 or result.stage_cores is None or cores.empty:
         return Simulated(config_id(row), simulated_metrics(result), x)
+    other: set[str] = set()
     if stream:
         busy = [float(b) for b in cores["busy_s"]]
         at = max(range(len(busy)), key=busy.__getitem__)
@@ -176,6 +188,10 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
             slot = (client_h, client_c) if side == "client" else (server_h, server_c)
             core = int(app_core_index(spec.cluster, *slot))
             at = [int(c) for c in cores["core"]].index(core)
+            peer = (server_h, server_c) if side == "client" else (client_h, client_c)
+            peer_core = int(app_core_index(spec.cluster, *peer))
+            if peer_core != core:
+                other = {str(n) for n, c in zip(cores["core_name"], cores["core"], strict=True) if int(c) == peer_core}
         chosen = {str(list(cores["core_name"])[at])}
         explained = busy[at]
     else:
@@ -187,6 +203,15 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
     util = explained / window
     if util <= 0:
         return Simulated(config_id(row), simulated_metrics(result))
+    x.update(_design(result, chosen, units))
+    x_other = {k: v / util for k, v in _design(result, other, units).items()} if other else None
+    return Simulated(config_id(row), simulated_metrics(result), {k: v / util for k, v in x.items()}, x_other)
+
+
+def _design(result: Any, chosen: set[str], units: float) -> dict[Param, float]:
+    """Skbs and bytes per unit of work that each stage handles on the ``chosen`` cores, in the
+    measured window (a stage's window counts, split over cores as over the whole run)."""
+    x: dict[Param, float] = {}
     sc = result.stage_cores
     totals: dict[str, tuple[float, float]] = {}
     for stage, skbs, nbytes in zip(sc["stage"], sc["skbs"], sc["bytes"], strict=True):
@@ -204,7 +229,7 @@ def simulate_config(row: Mapping[str, Any], profile_path: str, duration_s: float
             if here and total:
                 key = (str(stage), kind)
                 x[key] = x.get(key, 0.0) + in_window[stage][i] * here / total / units
-    return Simulated(config_id(row), simulated_metrics(result), {k: v / util for k, v in x.items()})
+    return x
 
 
 def _simulate_task(args: tuple[dict[str, Any], str, float | None, str]) -> Simulated:
@@ -346,10 +371,15 @@ def fit(
     rows = records(train)
     shares = measured[measured["metric"].isin(["cpu_client_pct", "cpu_server_pct"])]
     share = {(config_id(r), str(r["metric"])): float(r["value"]) for r in records(shares)}
+    other_share: list[float | None] = []
     for r in rows:
         c, s = share.get((config_id(r), "cpu_client_pct")), share.get((config_id(r), "cpu_server_pct"))
-        if c is not None and s is not None and int(r["cores"]) > 1:
+        ratio = None
+        if c is not None and s is not None and int(r["cores"]) > 1 and max(c, s) > 0:
             r[SATURATED] = "client" if c >= s else "server"
+            if r["workload"] == "tcp_stream":
+                ratio = min(c, s) / max(c, s)
+        other_share.append(ratio)
     y = np.array([unit_seconds(r["metric"], float(r["value"])) for r in rows])
     theta: dict[Param, float] = {}
     current = prior
@@ -359,7 +389,12 @@ def fit(
             path.write_text(yaml.safe_dump(profile_dict(current, name=f"iteration{k}")))
             sims = simulate_many(rows, str(path), duration_s, workers,
                                  desc=f"fit {k + 1}/{iterations}" if progress else None)
-            theta = solve([s.x for s in sims], y, prior, lam, fixed)
+            xs, ys = [s.x for s in sims], list(y)
+            for sim_i, yi, ratio in zip(sims, y, other_share, strict=True):
+                if ratio is not None and sim_i.x_other:  # the other side's work: its CPU share's
+                    xs.append(sim_i.x_other)
+                    ys.append(yi * ratio)
+            theta = solve(xs, np.array(ys), prior, lam, fixed)
             current = with_constants(prior, theta, name=prior.name)
             if on_iteration is not None:
                 on_iteration(k, theta)

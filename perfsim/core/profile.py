@@ -54,6 +54,8 @@ STAGES: dict[str, str] = {
     "tcp_rx": "tcp_v4_rcv/tcp_rcv_established of one skb (incl. ACK generation decision)",
     "tcp_connect": "TCP connection setup/teardown work in both stacks (SYN, accept, FIN, close)",
     "sock_rx_copy": "recvmsg: syscall, dequeue and copy kernel -> user (per byte)",
+    "udp_recv": "recvmsg of one queued UDP datagram: syscall, dequeue, skb free, per call (the copy's "
+                "per-byte cost is sock_rx_copy's)",
     "copy_cross_core": "extra of a TCP payload copy whose cache lines another core wrote last (per byte): "
                        "the reader's copy of what the sender wrote, the writer's copy into pages the "
                        "reader freed — a cache-line transfer per 64 B",

@@ -11,8 +11,11 @@ Model
 * **Receive.** ``udp_rx`` is charged in softirq (``pkt.core``); the datagram is queued if the
   queue's memory plus its skb's truesize (:func:`udp_truesize`) fits ``rcvbuf_bytes``
   (``net.core.rmem_default`` = 212992: 256 datagrams of 64 B), else it is dropped with reason
-  ``socket_rcvbuf_full``.  ``recv()`` copies it on the application core (``sock_rx_copy``)
-  and only then frees its queue space (``skb_consume_udp`` after the copy).
+  ``socket_rcvbuf_full``.  ``recv()`` runs on the application core — ``udp_recv`` per call
+  (measured: :mod:`perfsim.calibrate.percall`), ``sock_rx_copy``'s per-byte cost on the
+  payload — and only then frees the datagram's queue space (``skb_consume_udp`` after the
+  copy).  UDP's receive call is far cheaper than TCP's (no socket lock, no ACK or window
+  update), so the two do not share a per-call constant.
 * **Tasks.** A socket with a ``task`` (:class:`perfsim.core.sched.Task`, the ``udp_stream``
   receiver) tells the core's scheduler when its reader blocks, wakes and makes a call, so that
   a receiver sharing its core with the sender gets the core when EEVDF gives it, not after
@@ -133,6 +136,7 @@ class UdpSocket:
         self._udp_tx = host.stage("udp_tx")
         self._udp_rx = host.stage("udp_rx")
         self._rx_copy = host.stage("sock_rx_copy")
+        self._recv = host.stage("udp_recv")
         self._wake_stage = host.stage("task_wakeup")
         self._switch_stage = host.stage("task_switch")
         self.select: Stage | None = None
@@ -245,7 +249,8 @@ class UdpSocket:
         n = pkt.payload_bytes
         if self.select is not None:
             reserve_app_work(self.select, self.app_core, env.now, 0)
-        finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n)
+        reserve_app_work(self._recv, self.app_core, env.now, 0)
+        finish = reserve_app_work(self._rx_copy, self.app_core, env.now, n, calls=0)
         yield env.timeout(finish - env.now)
         self._q.popleft()
         self._q_bytes -= size

@@ -1,5 +1,6 @@
-"""Per-call costs measured directly (perfsim.calibrate.percall): the switch to a woken task and
-``select()`` — measured on this machine, kept out of the fit, reused by ``--from-raw``."""
+"""Per-call costs measured directly (perfsim.calibrate.percall): the switch to a woken task,
+``select()``, a UDP ``read()`` and the waker's cost of a remote wake-up — measured on this
+machine, kept out of the fit, reused by ``--from-raw``."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from perfsim.core.profile import load_profile
 from perfsim.errors import ConfigError
 
 
-def test_parse_reads_the_three_lines_and_rejects_the_implausible() -> None:
+def test_parse_reads_the_lines_and_rejects_the_implausible() -> None:
     got = parse_percall("read_s 1.1e-06\nselect_s 1.6e-06\nswitch_s 2.9e-06\n")
     assert got == {"read_s": 1.1e-6, "select_s": 1.6e-6, "switch_s": 2.9e-6}
-    assert stage_costs(got) == {"task_switch": 2.9e-6, "select": 1.6e-6}
+    assert stage_costs(got) == {"task_switch": 2.9e-6, "select": 1.6e-6, "udp_recv": 1.1e-6}
+    both = parse_percall("read_s 1.1e-06\nselect_s 1.6e-06\nswitch_s 2.9e-06\nwake_remote_s 1.2e-05\n")
+    assert both["wake_remote_s"] == 1.2e-5  # recorded, not (yet) a profile constant
+    assert stage_costs(both) == stage_costs(got)
     for bad in ("read_s 1e-6\nselect_s 1e-6\n", "read_s 1e-6\nselect_s 1e-6\nswitch_s 2.0\n",
-                "read_s 1e-6\nselect_s x\nswitch_s 1e-6\n", "read_s 1e-6\nselect_s -1e-6\nswitch_s 1e-6\n"):
+                "read_s 1e-6\nselect_s x\nswitch_s 1e-6\n", "read_s 1e-6\nselect_s -1e-6\nswitch_s 1e-6\n",
+                "read_s 1e-6\nselect_s 1e-6\nswitch_s 1e-6\nwake_remote_s 0\n"):
         with pytest.raises(ConfigError):
             parse_percall(bad)
 
@@ -33,12 +38,19 @@ def test_percall_measures_this_machine() -> None:
     processes costs more than the ``read()`` of a queued datagram (it includes a wake-up)."""
     if shutil.which("gcc") is None or shutil.which("taskset") is None:
         pytest.skip("needs gcc and taskset")
-    cpu = min(os.sched_getaffinity(0))
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
     got = measure_percall(cpu=cpu, rounds=20)
     assert 1e-8 < got["select_s"] < 1e-3
     assert got["switch_s"] > got["read_s"] > 1e-8
+    if len(allowed) > 1:  # a remote wake-up costs the waker more than a write() that wakes nobody
+        assert 1e-8 < got["wake_remote_s"] < 1e-3
+    else:
+        assert "wake_remote_s" not in got
     with pytest.raises(ConfigError):
         measure_percall(cpu=4096)
+    with pytest.raises(ConfigError):
+        measure_percall(cpu=cpu, remote=cpu)
 
 
 def test_measured_stages_are_never_fitted() -> None:
@@ -48,7 +60,7 @@ def test_measured_stages_are_never_fitted() -> None:
     s = prior.cost("task_switch").per_packet_s
     y = np.array([s + 2e-6, s + 4e-6])
     got = solve(xs, y, prior, lam=0.0)
-    assert sw not in got and set(MEASURED_STAGES) == {"task_switch", "select"}
+    assert sw not in got and set(MEASURED_STAGES) == {"task_switch", "select", "udp_recv"}
     assert got[rx] == pytest.approx(2e-6, rel=1e-6)
 
 
@@ -71,6 +83,7 @@ def test_calibrate_from_raw_keeps_the_per_call_costs_measured_with_the_data(tmp_
     beside = tmp_path / "w.yaml"
     data["stages"]["task_switch"]["per_packet_s"] = 4.0e-6
     data["stages"]["select"]["per_packet_s"] = 0.5e-6
+    data["stages"]["udp_recv"]["per_packet_s"] = 9.0e-6  # percall did not record it: the prior's
     data["provenance"]["percall"] = {"method": "measured by percall.c", "switch_s": 4.0e-6, "select_s": 0.5e-6}
     beside.write_text(yaml.safe_dump(data))
     again = tmp_path / "again.yaml"
@@ -79,6 +92,8 @@ def test_calibrate_from_raw_keeps_the_per_call_costs_measured_with_the_data(tmp_
     assert refit["stages"]["task_switch"]["per_packet_s"] == 4.0e-6
     assert refit["stages"]["select"]["per_packet_s"] == 0.5e-6
     assert refit["stages"]["select"]["why"].startswith("measured")
+    assert refit["stages"]["udp_recv"]["per_packet_s"] == prior.cost("udp_recv").per_packet_s
+    assert refit["stages"]["udp_recv"]["why"].startswith("prior")
     assert refit["provenance"]["percall"]["from"] == "w.yaml"
     assert "task_switch.per_packet_s" not in refit["provenance"]["fitted_constants"]
 
@@ -95,12 +110,15 @@ def test_a_measured_calibration_measures_the_per_call_costs_and_keeps_them(tmp_p
                          "cores": 1, "metric": "transaction_rate", "repeat": 0, "value": 40000.0}])
     monkeypatch.setattr(cli, "_measure", lambda *a, **k: (raw, {"cores": 2}, None))
     monkeypatch.setattr(percall, "measure_percall",
-                        lambda *a, **k: {"read_s": 1.0e-6, "select_s": 1.25e-6, "switch_s": 3.5e-6})
+                        lambda *a, **k: {"read_s": 1.0e-6, "select_s": 1.25e-6, "switch_s": 3.5e-6,
+                                         "wake_remote_s": 8.0e-6})
     out = tmp_path / "m.yaml"
     assert main(["calibrate", "--out", str(out), "--iterations", "1", "--workers", "1"]) == 0
     data = yaml.safe_load(out.read_text())
     assert data["stages"]["task_switch"]["per_packet_s"] == 3.5e-6
     assert data["stages"]["select"]["per_packet_s"] == 1.25e-6
+    assert data["stages"]["udp_recv"]["per_packet_s"] == 1.0e-6
+    assert data["provenance"]["percall"]["wake_remote_s"] == 8.0e-6
     assert data["stages"]["task_switch"]["why"].startswith("measured: percall.c")
     assert data["provenance"]["percall"]["switch_s"] == 3.5e-6
-    assert not {"task_switch.per_packet_s", "select.per_packet_s"} & set(data["provenance"]["fitted_constants"])
+    assert not ({f"{s}.per_packet_s" for s in MEASURED_STAGES} & set(data["provenance"]["fitted_constants"]))

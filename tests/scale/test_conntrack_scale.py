@@ -79,12 +79,16 @@ def test_table_fills_at_nf_conntrack_max_and_drops_start_when_the_limit_says(mod
     assert set(live.sim.drops) <= {(f"h{h}.conntrack", "conntrack_full") for h in (0, 1)}
     for site, n in live.drops("conntrack_full").items():
         assert live.iptables(int(site[1])).conntrack.insert_failed == n  # type: ignore[union-attr]
-    # new connections are what is refused: exactly n_max / e got through, each flow's next
-    # SYN was dropped and waits for its 1 s retransmission timer
-    assert live.connections() == n_max // e
-    # the client's table fills first (its entry is made at OUTPUT, before the server's), and
-    # each flow's next SYN is dropped there once: it then waits for its 1 s retransmission
-    assert live.drops("conntrack_full") == {"h0.conntrack": FLOWS}
+    # new connections are what is refused: each flow's next SYN is dropped once, and waits for
+    # its 1 s retransmission timer.  Mostly at the client's table, which fills first (its entry
+    # is made at OUTPUT, before the server's); but with several entries per connection
+    # (overlay's inner and outer flows) a SYN admitted by the client's table can find the
+    # server's full — its entries then hold a place in the client's table, and n_max / e - 1
+    # connections get through instead of n_max / e
+    drops = live.drops("conntrack_full")
+    assert sum(drops.values()) == FLOWS
+    assert drops.get("h0.conntrack", 0) >= FLOWS - 1
+    assert live.connections() == n_max // e - (FLOWS - drops.get("h0.conntrack", 0))
 
 
 def test_simulate_reports_the_full_table_in_drops_and_tables() -> None:

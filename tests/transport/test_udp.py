@@ -32,9 +32,11 @@ def test_cbr_stream_delivers_rate_times_duration_with_constant_latency(sim: Sim)
     st = flow.stats
     assert st.bytes == pytest.approx(8e6 * 0.1 / 8, abs=1000)
     assert (st.bytes, st.datagrams, st.packets, st.drops) == (100_000, 100, 100, 0)
-    # the reader sleeps between datagrams: each wakes it, and its core switches to it
+    # the reader sleeps between datagrams: each wakes it, and its core switches to it; recv()
+    # is udp_recv per call plus sock_rx_copy's per-byte cost
     one_way = (cost(sim, "sock_tx_copy", 1000) + cost(sim, "udp_tx", 1042) + d
-               + cost(sim, "udp_rx", 1042) + cost(sim, "task_switch") + cost(sim, "sock_rx_copy", 1000))
+               + cost(sim, "udp_rx", 1042) + cost(sim, "task_switch") + cost(sim, "udp_recv")
+               + 1000 * sim.profile.cost("sock_rx_copy").per_byte_s)
     assert st.latencies_s == pytest.approx([one_way] * 100, abs=1e-12)
     sent = a.data()
     assert [round(s.t * 1e6, 6) for s in sent[:3]] == [0.0, 1000.0, 2000.0]

@@ -58,7 +58,8 @@ def test_udp_rr_round_trip_by_hand(sim: Sim) -> None:
     flow, a, _ = setup(sim, "udp_rr", m, d)
     sim.run(0.01)
     one_way = (cost(sim, "sock_tx_copy", m) + cost(sim, "udp_tx", m + 42) + d
-               + cost(sim, "udp_rx", m + 42) + cost(sim, "task_switch") + cost(sim, "sock_rx_copy", m))
+               + cost(sim, "udp_rx", m + 42) + cost(sim, "task_switch") + cost(sim, "udp_recv")
+               + m * sim.profile.cost("sock_rx_copy").per_byte_s)
     lat = flow.stats.latencies_s
     assert lat == pytest.approx([2 * one_way] * len(lat), abs=1e-12)
     assert flow.stats.transactions == int(0.01 / (2 * one_way))
