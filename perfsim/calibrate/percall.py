@@ -32,7 +32,7 @@ import os
 from perfsim.errors import ConfigError
 
 PERCALL_ROUNDS = 200
-"""Rounds of ``percall.c`` (about 4 s on the 2-vCPU machine kind)."""
+"""Rounds of ``percall.c`` (about 6 s on the 2-vCPU machine kind, its remote wake-ups included)."""
 MEASURED = {"task_switch": "switch_s", "select": "select_s", "udp_recv": "read_s"}
 """Profile stage -> the line of ``percall.c``'s output that measures its per-call cost.
 ``wake_remote_s`` is measured and recorded (``provenance.percall``) but not yet the profile's
