@@ -15,12 +15,15 @@ rounds):
   wakes nobody: ``try_to_wake_up``'s remote path and the IPI to the halted CPU.  In a virtual
   machine the IPI is an exit of the sending vCPU (an x2APIC ICR write) that the hypervisor
   handles before the sender goes on — on the 2-vCPU machine kind about 11 µs, ten times the
-  bare-metal cost, and what two-core streams pay whenever their reader has gone to sleep.
+  bare-metal cost.  Only a wake-up of a CPU that has halted pays it: for 10–20 µs after a task
+  blocks its CPU still polls in the idle loop and is woken without an IPI
+  (``docs/kernel-evidence.md``), which perfsim does not model yet.
 
 Why measured: the request/response configurations the fit learns from switch tasks on every
 message, so a fitted per-call cost (``sock_rx_copy``) would carry the switch, and a stream
-whose reader never blocks would pay it too.  With the switch and ``select()`` costed on their
-own, ``perfsim calibrate`` keeps both fixed (:data:`perfsim.calibrate.fit.MEASURED_STAGES`).
+whose reader never blocks would pay it too; and a UDP ``read()`` (no socket lock, no ACK)
+costs a fraction of the TCP one the fit would otherwise share with it.  ``perfsim calibrate``
+keeps the three fixed (:data:`perfsim.calibrate.fit.MEASURED_STAGES`).
 Assumption: switching into a task woken on an idle core costs what switching between two
 tasks does (the idle CPU's own wake-up is ``idle_wakeup``).
 """
